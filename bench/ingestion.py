@@ -1,0 +1,97 @@
+"""Ingestion benchmark: the whole 2014-2015 export (420,480 records) as one landing file.
+
+    uv run python bench/ingestion.py
+
+Prints, from the same run: the ingestion pipeline's time and the peak memory of the
+process that ran it, next to the time DuckDB alone takes to load the same CSV into a
+table. Works in a temporary folder; the project's data/ is not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RAW = PROJECT_ROOT / "data" / "01_raw"
+
+
+def write_workspace(root: Path) -> tuple[Path, Path]:
+    """A conf source whose landing zone holds the full export and whose bundled history
+    folder is empty, so exactly the one file is ingested."""
+    (root / "landing").mkdir()
+    (root / "raw").mkdir()
+    (root / "raw" / "la-haute-borne-asset-table.csv").write_bytes(
+        (RAW / "la-haute-borne-asset-table.csv").read_bytes())
+    csv = root / "landing" / "la-haute-borne-data-2014-2015.csv"
+    parquet = [str(RAW / f"la-haute-borne-scada-{y}.parquet") for y in (2014, 2015)]
+    duckdb.sql(f"COPY (SELECT * FROM read_parquet({parquet})) TO '{csv}' (HEADER, QUOTE '')")
+    conf = root / "conf"
+    (conf / "local").mkdir(parents=True)
+    (conf / "base").symlink_to(PROJECT_ROOT / "conf" / "base")
+    (conf / "local" / "globals.yml").write_text(yaml.safe_dump({
+        "paths": {"raw": str(root / "raw"), "landing": str(root / "landing"),
+                  "warehouse": str(root / "warehouse.duckdb")},
+        "warehouse": {"lock_timeout_s": 60}}))
+    (conf / "local" / "mlflow.yml").write_text(yaml.safe_dump(
+        {"server": {"mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}}))
+    return conf, csv
+
+
+def run_pipeline(conf: Path) -> None:
+    """In a fresh process: run the ingestion pipeline, print its time and peak RSS."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(PROJECT_ROOT)
+    with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(conf)) as session:
+        session.load_context()  # start-up (kedro-mlflow creates its store) is not pipeline time
+        start = time.perf_counter()
+        session.run(pipeline_names=["ingestion"])
+        seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+
+
+def duckdb_alone(csv: Path, root: Path) -> float:
+    con = duckdb.connect(str(root / "duckdb-alone.duckdb"))
+    start = time.perf_counter()
+    con.execute(f"CREATE TABLE scada AS SELECT * FROM read_csv('{csv}')")
+    seconds = time.perf_counter() - start
+    con.close()
+    return seconds
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        conf, csv = write_workspace(root)
+        inner = subprocess.run(
+            [sys.executable, __file__, "--run-pipeline", str(conf)], cwd=PROJECT_ROOT,
+            check=True, capture_output=True, text=True)
+        result = json.loads(inner.stdout.strip().splitlines()[-1])
+        alone = duckdb_alone(csv, root)
+        con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+        counts = con.execute("SELECT rows_read, rows_accepted, rows_duplicate, rows_quarantined "
+                         "FROM ingested_files").fetchone()
+        con.close()
+    print(f"file: {csv.name}, {counts[0]:,} records "
+          f"(accepted {counts[1]:,}, duplicate {counts[2]:,}, quarantined {counts[3]:,})")
+    print(f"{'ingestion pipeline (parse, validate, dedupe, commit)':<55} {result['seconds']:6.2f} s"
+          f"   peak RSS {result['peak_mb']:.0f} MB")
+    print(f"{'DuckDB alone: CREATE TABLE AS SELECT * FROM read_csv':<55} {alone:6.2f} s")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--run-pipeline":
+        run_pipeline(Path(sys.argv[2]))
+    else:
+        main()

@@ -1,0 +1,39 @@
+-- The warehouse schema (public contract, see DESIGN.md). Applied idempotently
+-- each time a dataset opens the warehouse.
+
+CREATE TABLE IF NOT EXISTS scada (
+    turbine_id          VARCHAR NOT NULL,
+    ts                  TIMESTAMPTZ NOT NULL,      -- UTC, start of the 10-minute record
+    power_kw            DOUBLE,
+    wind_speed_ms       DOUBLE,
+    wind_direction_deg  DOUBLE,
+    outdoor_temp_c      DOUBLE,
+    pitch_deg           DOUBLE,
+    nacelle_angle_deg   DOUBLE,
+    vane_angle_deg      DOUBLE,
+    source_file         VARCHAR NOT NULL,
+    ingested_at         TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (turbine_id, ts)
+);
+
+CREATE TABLE IF NOT EXISTS scada_quarantine (
+    source_file     VARCHAR NOT NULL,
+    source_row      BIGINT,                -- 0-based position of the record in its file
+    reason          VARCHAR NOT NULL,      -- machine-readable, e.g. invalid_timestamp
+    detail          VARCHAR,               -- what was wrong, for a person
+    raw_record      VARCHAR NOT NULL,      -- the record as delivered, as a JSON object
+    quarantined_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ingested_files (
+    checksum          VARCHAR PRIMARY KEY, -- sha256 of the file content
+    source_file       VARCHAR NOT NULL,
+    size_bytes        BIGINT NOT NULL,
+    status            VARCHAR NOT NULL,    -- ingested | empty | rejected
+    reason            VARCHAR,             -- why a file was rejected or empty
+    rows_read         BIGINT NOT NULL,     -- = rows_accepted + rows_duplicate + rows_quarantined
+    rows_accepted     BIGINT NOT NULL,
+    rows_duplicate    BIGINT NOT NULL,     -- identical to a row already ingested: a no-op
+    rows_quarantined  BIGINT NOT NULL,
+    ingested_at       TIMESTAMPTZ NOT NULL
+);

@@ -1,0 +1,178 @@
+"""The DuckDB warehouse: short-lived connections, lock waits, transactional writes.
+
+DuckDB lets one process at a time open the file for writing and does not wait for
+the lock, so every load and save here opens the file, does its work and closes it
+at once, and retries a held lock with jittered exponential backoff for at most
+`lock_timeout_s` seconds before failing with `WarehouseLockedError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from kedro.io import AbstractDataset, DatasetError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text()
+_LOCK_MESSAGE = "Could not set lock"
+_FIRST_BACKOFF_S = 0.01
+_MAX_BACKOFF_S = 0.5
+
+
+class WarehouseLockedError(DatasetError):
+    """Another process held the warehouse for longer than the configured wait."""
+
+
+@contextmanager
+def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (created with its schema if missing) for one unit of work."""
+    filepath.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + lock_timeout_s
+    backoff = _FIRST_BACKOFF_S
+    while True:
+        try:
+            con = duckdb.connect(str(filepath))
+            break
+        except duckdb.IOException as exc:
+            if _LOCK_MESSAGE not in str(exc):
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WarehouseLockedError(
+                    f"The warehouse {filepath} stayed locked by another process for "
+                    f"{lock_timeout_s:g} s (globals.yml: warehouse.lock_timeout_s). {exc}"
+                ) from exc
+            time.sleep(min(remaining, backoff * random.uniform(0.5, 1.5)))
+            backoff = min(2 * backoff, _MAX_BACKOFF_S)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(SCHEMA_SQL)
+        yield con
+    finally:
+        con.close()
+
+
+class _WarehouseDataset(AbstractDataset):
+    def __init__(self, filepath: str, lock_timeout_s: float = 60.0, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self._lock_timeout_s = float(lock_timeout_s)
+        self.metadata = metadata
+
+    def _connect(self):
+        return connect(self._filepath, self._lock_timeout_s)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "lock_timeout_s": self._lock_timeout_s}
+
+
+class DuckDBQueryDataset(_WarehouseDataset):
+    """Loads the result of `query`; saves by inserting into `table` (by column name),
+    ignoring rows whose key is already there, in one transaction."""
+
+    def __init__(self, filepath: str, query: str | None = None, table: str | None = None,
+                 lock_timeout_s: float = 60.0, metadata: dict | None = None):
+        super().__init__(filepath, lock_timeout_s, metadata)
+        if query is None and table is None:
+            raise DatasetError("DuckDBQueryDataset needs a query, a table, or both")
+        self._query = query or f"SELECT * FROM {table}"
+        self._table = table
+
+    def load(self) -> pd.DataFrame:
+        with self._connect() as con:
+            return con.sql(self._query).df()
+
+    def save(self, data: pd.DataFrame) -> None:
+        if self._table is None:
+            raise DatasetError("DuckDBQueryDataset without a table is read-only")
+        with self._connect() as con:
+            con.begin()
+            con.register("incoming", data)
+            con.execute(f"INSERT INTO {self._table} BY NAME SELECT * FROM incoming "
+                        "ON CONFLICT DO NOTHING")
+            con.commit()
+
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "query": self._query, "table": self._table}
+
+
+class ScadaBatchDataset(_WarehouseDataset):
+    """Commits one ingestion batch to `scada`, `scada_quarantine` and `ingested_files`
+    in a single transaction, so a killed run leaves no half-ingested file.
+
+    The batch is a dict of three DataFrames from the ingestion pipeline:
+    `files` (one row per source file, counts from validation), `scada` (validated rows,
+    unique per turbine and timestamp within the batch) and `quarantine`.
+    Inside the transaction, against what the warehouse holds by then:
+    a file whose checksum is already recorded is skipped whole (another process won
+    the race); a row identical to one already in `scada` is a duplicate (a no-op);
+    a row with the same turbine and timestamp but other values is quarantined as
+    `duplicate_conflict` (the first one kept). The file counts are updated to match,
+    so `rows_read = rows_accepted + rows_duplicate + rows_quarantined` always holds.
+    """
+
+    _VALUES = ("power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
+               "pitch_deg", "nacelle_angle_deg", "vane_angle_deg")
+
+    def load(self) -> dict[str, pd.DataFrame]:
+        raise DatasetError(f"{type(self).__name__} is write-only")
+
+    def save(self, data: dict[str, pd.DataFrame]) -> None:
+        if data["files"].empty:
+            return
+        same_values = " AND ".join(f"b.{c} IS NOT DISTINCT FROM s.{c}" for c in self._VALUES)
+        record = ", ".join(f"{c}: b.{c}" for c in ("turbine_id", "ts", *self._VALUES))
+        with self._connect() as con:
+            con.begin()
+            for name, frame in data.items():
+                con.register(f"batch_{name}", frame)
+            con.execute("""
+                CREATE TEMP TABLE new_files AS
+                SELECT * FROM batch_files ANTI JOIN ingested_files USING (checksum)""")
+            con.execute("""
+                CREATE TEMP TABLE new_rows AS
+                SELECT * FROM batch_scada SEMI JOIN new_files USING (source_file)""")
+            con.execute(f"""
+                CREATE TEMP TABLE clashes AS
+                SELECT b.source_file, b.source_row, ({same_values}) AS identical,
+                       s.source_file AS kept_from, to_json({{{record}}}) AS raw_record
+                FROM new_rows b JOIN scada s USING (turbine_id, ts)""")
+            con.execute("""
+                INSERT INTO scada BY NAME
+                SELECT * EXCLUDE (source_row), now() AS ingested_at
+                FROM new_rows ANTI JOIN clashes USING (source_file, source_row)""")
+            con.execute("""
+                INSERT INTO scada_quarantine BY NAME
+                SELECT q.*, now() AS quarantined_at
+                FROM batch_quarantine q SEMI JOIN new_files USING (source_file)
+                UNION ALL BY NAME
+                SELECT source_file, source_row, 'duplicate_conflict' AS reason,
+                       'differs from the row already ingested from ' || kept_from AS detail,
+                       raw_record, now() AS quarantined_at
+                FROM clashes WHERE NOT identical""")
+            con.execute("""
+                INSERT INTO ingested_files BY NAME
+                SELECT f.* REPLACE (
+                           f.rows_accepted - coalesce(c.n_identical, 0)
+                               - coalesce(c.n_conflict, 0) AS rows_accepted,
+                           f.rows_duplicate + coalesce(c.n_identical, 0) AS rows_duplicate,
+                           f.rows_quarantined + coalesce(c.n_conflict, 0) AS rows_quarantined),
+                       now() AS ingested_at
+                FROM new_files f LEFT JOIN (
+                    SELECT source_file, count(*) FILTER (identical) AS n_identical,
+                           count(*) FILTER (NOT identical) AS n_conflict
+                    FROM clashes GROUP BY source_file) c USING (source_file)""")
+            skipped = con.sql("SELECT source_file FROM batch_files ANTI JOIN new_files "
+                              "USING (checksum)").fetchall()
+            con.commit()
+        for (name,) in skipped:
+            logger.info("%s was ingested by another run meanwhile; skipped", name)

@@ -1,0 +1,20 @@
+"""Project settings. See https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
+
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "custom_resolvers": {
+        # `oc.env` everywhere (Kedro enables it for credentials only), so that
+        # MLFLOW_TRACKING_URI can override the tracking store in mlflow.yml.
+        "oc.env": oc.env,
+        "project_root": lambda: PROJECT_ROOT.as_posix(),
+    },
+}

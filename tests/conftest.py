@@ -1,0 +1,91 @@
+"""Shared fixtures: a Kedro configuration pointing every path at a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+from mlflow import MlflowClient
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RAW_DIR = PROJECT_ROOT / "data" / "01_raw"
+
+
+class Workspace:
+    """A temporary copy of the project's configuration with its own landing zone,
+    warehouse and MLflow store; `run()` runs a pipeline in a real KedroSession."""
+
+    def __init__(self, root: Path, raw_dir: Path = RAW_DIR):
+        self.root = root
+        self.conf = root / "conf"
+        self.landing = root / "landing"
+        self.warehouse = root / "warehouse.duckdb"
+        self.landing.mkdir(parents=True)
+        shutil.copytree(PROJECT_ROOT / "conf" / "base", self.conf / "base")
+        (self.conf / "local").mkdir()
+        self.set_globals(raw=str(raw_dir))
+
+    def set_globals(self, raw: str | None = None, lock_timeout_s: float = 60) -> None:
+        current = self.globals() if (self.conf / "local" / "globals.yml").exists() else {}
+        paths = {
+            "raw": raw or current["paths"]["raw"],
+            "landing": str(self.landing),
+            "warehouse": str(self.warehouse),
+        }
+        (self.conf / "local" / "globals.yml").write_text(yaml.safe_dump(
+            {"paths": paths, "warehouse": {"lock_timeout_s": lock_timeout_s}}))
+
+    def globals(self) -> dict:
+        return yaml.safe_load((self.conf / "local" / "globals.yml").read_text())
+
+    def run(self, pipeline: str = "ingestion") -> None:
+        bootstrap_project(PROJECT_ROOT)
+        with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(self.conf)) as session:
+            session.run(pipeline_names=[pipeline])
+
+    def sql(self, query: str) -> list[tuple]:
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            return con.sql(query).fetchall()
+        finally:
+            con.close()
+
+    def scalar(self, query: str):
+        return self.sql(query)[0][0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """kedro-mlflow's hook is active on every run: keep it off the project's store.
+    One SQLite store for the session (creating one costs seconds); tests that look at
+    MLflow runs make their own."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # create it now, not in two processes at once
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """No bundled history: only what a test drops in the landing zone is ingested."""
+    empty_raw = tmp_path / "raw"
+    empty_raw.mkdir()
+    shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", empty_raw)
+    return Workspace(tmp_path / "ws", raw_dir=empty_raw)
+
+
+@pytest.fixture
+def write_landing(workspace: Workspace) -> Callable[[str, str], Path]:
+    def write(name: str, text: str) -> Path:
+        path = workspace.landing / name
+        path.write_text(text)
+        return path
+
+    return write

@@ -1,0 +1,130 @@
+"""The warehouse under contention: lock waits, two processes, and kill -9 mid-commit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, RAW_DIR, Workspace
+from tests.pipelines.ingestion.test_real_data import write_full_export
+from turbine_monitor.datasets import DuckDBQueryDataset, WarehouseLockedError
+
+HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
+
+
+def hold_lock(warehouse: Path, seconds: float) -> subprocess.Popen:
+    """Another process that opens the warehouse read-write and keeps it open."""
+    code = (f"import duckdb, time, sys; con = duckdb.connect({str(warehouse)!r}); "
+            f"print('locked', flush=True); time.sleep({seconds})")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def kedro_run(ws: Workspace, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "KEDRO_LOGGING_CONFIG": str(PROJECT_ROOT / "tests" / "plain_logging.yml")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--pipeline", "ingestion", "--conf-source", str(ws.conf)],
+        cwd=PROJECT_ROOT, env=env, text=True, **kwargs)
+
+
+def test_a_held_lock_fails_with_a_clear_message_after_the_configured_wait(tmp_path):
+    dataset = DuckDBQueryDataset(str(tmp_path / "w.duckdb"), table="scada", lock_timeout_s=0.5)
+    holder = hold_lock(tmp_path / "w.duckdb", seconds=30)
+    try:
+        start = time.monotonic()
+        with pytest.raises(WarehouseLockedError, match=r"stayed locked by another process for 0.5 s"):
+            dataset.load()
+        assert 0.4 < time.monotonic() - start < 5
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_briefly_held_lock_is_waited_for(tmp_path):
+    dataset = DuckDBQueryDataset(str(tmp_path / "w.duckdb"), table="scada", lock_timeout_s=30)
+    holder = hold_lock(tmp_path / "w.duckdb", seconds=1.0)
+    try:
+        assert dataset.load().empty
+    finally:
+        holder.wait()
+    assert holder.returncode == 0
+
+
+def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
+    """Two ingestion loops on one warehouse, each with its own landing zone: some rows
+    overlap (identical), one file is delivered to both. Nothing fails, nothing is lost."""
+    script = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from kedro.framework.session import KedroSession
+        from kedro.framework.startup import bootstrap_project
+        project, conf, landing, turbine, go = sys.argv[1:6]
+        bootstrap_project(Path(project))
+        while not Path(go).exists():
+            time.sleep(0.01)
+        header = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\\n"
+        for i in range(8):
+            rows = [f"{t},2015-01-{1 + i:02d}T{h:02d}:00:00+01:00,0,{h}.5,6.0,0,5,180,180\\n"
+                    for t in (turbine, "R80711") for h in range(24)]
+            Path(landing, f"{turbine}-{i}.csv").write_text(header + "".join(rows))
+            with KedroSession.create(project_path=Path(project), conf_source=conf) as session:
+                session.run(pipeline_names=["ingestion"])
+    """)
+    go = tmp_path / "go"
+    asset_table_only = tmp_path / "raw"
+    asset_table_only.mkdir()
+    shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", asset_table_only)
+    workers = []
+    for name, turbine in (("a", "R80721"), ("b", "R80736")):
+        ws = Workspace(tmp_path / name, raw_dir=asset_table_only)
+        ws.warehouse = tmp_path / "shared.duckdb"
+        ws.set_globals()
+        (ws.landing / "shared.csv").write_text(HEADER + "R80790,2015-02-01T00:00:00+01:00,0,1,2,0,5,1,1\n")
+        workers.append((ws, subprocess.Popen(
+            [sys.executable, "-c", script, str(PROJECT_ROOT), str(ws.conf), str(ws.landing), turbine, str(go)],
+            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+    go.touch()
+    reader = DuckDBQueryDataset(str(tmp_path / "shared.duckdb"), query="SELECT count(*) AS n FROM scada")
+    while any(p.poll() is None for _, p in workers):
+        reader.load()
+    for _, process in workers:
+        assert process.returncode == 0, process.stderr.read()[-3000:]
+    ws = workers[0][0]
+    assert ws.scalar("SELECT count(*) FROM ingested_files") == 17
+    assert ws.scalar("SELECT count(*) FROM scada") == 3 * 8 * 24 + 1
+    assert ws.scalar("SELECT sum(rows_duplicate) FROM ingested_files") == 8 * 24
+    assert ws.scalar("SELECT count(*) FROM scada_quarantine") == 0
+    assert ws.scalar("SELECT count(*) FROM ingested_files WHERE rows_read <> "
+                     "rows_accepted + rows_duplicate + rows_quarantined") == 0
+
+
+def test_kill_9_during_commit_leaves_no_half_ingested_file(workspace):
+    write_full_export(workspace.landing / "full.csv")
+    run = kedro_run(workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in run.stdout:
+        if "Saving data to ingestion_batch" in line:
+            time.sleep(0.2)  # inside the transaction (the commit takes ~0.4 s)
+            run.send_signal(signal.SIGKILL)
+            break
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    files = workspace.scalar("SELECT count(*) FROM ingested_files")
+    rows = workspace.scalar("SELECT count(*) FROM scada") + workspace.scalar(
+        "SELECT count(*) FROM scada_quarantine")
+    assert (files, rows) in {(0, 0), (1, 420_480)}
+
+    rerun = kedro_run(workspace, stdout=subprocess.DEVNULL)
+    assert rerun.wait() == 0
+    assert workspace.sql("SELECT rows_read, rows_accepted + rows_duplicate + rows_quarantined "
+                         "FROM ingested_files") == [(420_480, 420_480)]
+    assert workspace.scalar("SELECT count(*) FROM scada") + workspace.scalar(
+        "SELECT count(*) FROM scada_quarantine") == 420_480
