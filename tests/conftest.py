@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from mlflow import MlflowClient
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from mlflow import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RAW_DIR = PROJECT_ROOT / "data" / "01_raw"
