@@ -90,7 +90,8 @@ def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
         ws.set_globals()
         (ws.landing / "shared.csv").write_text(HEADER + "R80790,2015-02-01T00:00:00+01:00,0,1,2,0,5,1,1\n")
         workers.append((ws, subprocess.Popen(
-            [sys.executable, "-c", script, str(PROJECT_ROOT), str(ws.conf), str(ws.landing), turbine, str(go)],
+            [sys.executable, "-c", script, str(PROJECT_ROOT), str(ws.conf), str(ws.landing), turbine,
+             str(go)],
             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
     go.touch()
     reader = DuckDBQueryDataset(str(tmp_path / "shared.duckdb"), query="SELECT count(*) AS n FROM scada")
