@@ -112,7 +112,7 @@ def test_kill_9_during_commit_leaves_no_half_ingested_file(workspace):
     write_full_export(workspace.landing / "full.csv")
     run = kedro_run(workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for line in run.stdout:
-        if "Saving data to ingestion_batch" in line:
+        if "Saving data to scada" in line:
             time.sleep(0.2)  # inside the transaction (the commit takes ~0.4 s)
             run.send_signal(signal.SIGKILL)
             break

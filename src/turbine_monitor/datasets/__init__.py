@@ -2,17 +2,22 @@
 
 - `SourceFilesDataset`: SCADA export files in a folder, listed with their content
   checksum and read lazily, so a run parses only the files it has not ingested.
-- `DuckDBQueryDataset`, `ScadaBatchDataset`: the DuckDB warehouse, opened per load
+- `DuckDBQueryDataset`, `ScadaTableDataset`: the DuckDB warehouse, opened per load
   or save (never held), waiting for the file lock with bounded backoff, and
   writing insert-ignore inside one transaction.
+- `ModelRegistryDataset`, `MlflowFiguresDataset`: the MLflow registry (champion and
+  challenger aliases) and run artifacts, written into kedro-mlflow's run.
 """
 
+from .model_registry import MlflowFiguresDataset, ModelRegistryDataset
 from .source_files import SourceFile, SourceFilesDataset
-from .warehouse import DuckDBQueryDataset, ScadaBatchDataset, WarehouseLockedError
+from .warehouse import DuckDBQueryDataset, ScadaTableDataset, WarehouseLockedError
 
 __all__ = [
     "DuckDBQueryDataset",
-    "ScadaBatchDataset",
+    "MlflowFiguresDataset",
+    "ModelRegistryDataset",
+    "ScadaTableDataset",
     "SourceFile",
     "SourceFilesDataset",
     "WarehouseLockedError",

@@ -105,9 +105,12 @@ class DuckDBQueryDataset(_WarehouseDataset):
         return {**super()._describe(), "query": self._query, "table": self._table}
 
 
-class ScadaBatchDataset(_WarehouseDataset):
-    """Commits one ingestion batch to `scada`, `scada_quarantine` and `ingested_files`
-    in a single transaction, so a killed run leaves no half-ingested file.
+class ScadaTableDataset(_WarehouseDataset):
+    """The `scada` table. `load()` returns the result of `query` (default: the whole
+    table). `save(batch)` commits one ingestion batch to `scada`, `scada_quarantine`
+    and `ingested_files` in a single transaction, so a killed run leaves no
+    half-ingested file. Being one dataset, it orders every pipeline that reads `scada`
+    after the ingestion that writes it.
 
     The batch is a dict of three DataFrames from the ingestion pipeline:
     `files` (one row per source file, counts from validation), `scada` (validated rows,
@@ -123,8 +126,14 @@ class ScadaBatchDataset(_WarehouseDataset):
     _VALUES = ("power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
                "pitch_deg", "nacelle_angle_deg", "vane_angle_deg")
 
-    def load(self) -> dict[str, pd.DataFrame]:
-        raise DatasetError(f"{type(self).__name__} is write-only")
+    def __init__(self, filepath: str, query: str = "SELECT * FROM scada", lock_timeout_s: float = 60.0,
+                 metadata: dict | None = None):
+        super().__init__(filepath, lock_timeout_s, metadata)
+        self._query = query
+
+    def load(self) -> pd.DataFrame:
+        with self._connect() as con:
+            return con.sql(self._query).df()
 
     def save(self, data: dict[str, pd.DataFrame]) -> None:
         if data["files"].empty:

@@ -1,0 +1,186 @@
+"""The normal-behaviour model (NBM) of turbine power and its IEC baseline.
+
+`PowerModel` holds everything needed to turn `scada` rows into expected power: the
+feature engineering (trailing windows of the turbine's own wind speed, the other
+turbines' wind speeds at the same timestamp, calendar), the fitted estimator, the IEC
+binned power curve and the residual calibration. `PowerModelPyfunc` ships it to MLflow
+as a pyfunc, so `mlflow.pyfunc.load_model(...)` predicts from raw `scada` rows alone.
+
+No feature looks at a later record, at pitch, or at any turbine's power.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, Schema
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+#: The `scada` columns the model reads.
+INPUT_COLUMNS = ["turbine_id", "ts", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c"]
+
+
+def make_features(scada: pd.DataFrame, turbines: list[str], windows: list[str]) -> pd.DataFrame:
+    """Model features for each row of `scada` (same index).
+
+    - `wind_speed`, `dir_sin`, `dir_cos`, `temperature`, `turbine` (categorical);
+    - `farm_wind_speed`: median wind speed of the other turbines at the same timestamp,
+      and `wind_speed_vs_farm` (own minus farm);
+    - per window in `windows` (e.g. "30min"): mean and std of the turbine's own wind
+      speed over the trailing window, and `wind_speed_lag` (the record 10 min before);
+    - `hour` of day and `day_of_year`.
+
+    Duplicate (turbine, ts) rows share the features of the first one.
+    """
+    rows = scada[INPUT_COLUMNS].drop_duplicates(["turbine_id", "ts"]).sort_values(["turbine_id", "ts"])
+    wind = rows["wind_speed_ms"].astype("float64")
+    direction = np.deg2rad(rows["wind_direction_deg"].astype("float64"))
+    features = pd.DataFrame({
+        "turbine_id": rows["turbine_id"], "ts": rows["ts"],
+        "wind_speed": wind, "dir_sin": np.sin(direction), "dir_cos": np.cos(direction),
+        "temperature": rows["outdoor_temp_c"].astype("float64"),
+    })
+
+    by_stamp = wind.set_axis(pd.MultiIndex.from_frame(rows[["ts", "turbine_id"]])).unstack("turbine_id")
+    others = pd.DataFrame({t: by_stamp.drop(columns=t).median(axis=1) for t in by_stamp.columns})
+    farm = others.stack(future_stack=True).rename("farm_wind_speed")
+    features = features.join(farm, on=["ts", "turbine_id"])
+    features["wind_speed_vs_farm"] = features["wind_speed"] - features["farm_wind_speed"]
+
+    trailing = wind.set_axis(pd.DatetimeIndex(rows["ts"])).groupby(rows["turbine_id"].to_numpy())
+    for window in windows:
+        rolling = trailing.rolling(window, min_periods=1)
+        features[f"wind_speed_mean_{window}"] = rolling.mean().to_numpy()
+        features[f"wind_speed_std_{window}"] = rolling.std().to_numpy()
+    previous = rows[["turbine_id", "ts"]].assign(ts=rows["ts"] + pd.Timedelta("10min"), wind_speed_lag=wind)
+    features = features.merge(previous, on=["turbine_id", "ts"], how="left")
+
+    features["hour"] = features["ts"].dt.hour + features["ts"].dt.minute / 60
+    features["day_of_year"] = features["ts"].dt.dayofyear.astype("float64")
+    features["turbine"] = pd.Categorical(features["turbine_id"], categories=turbines)
+    keyed = features.set_index(["turbine_id", "ts"])
+    return keyed.reindex(pd.MultiIndex.from_frame(scada[["turbine_id", "ts"]])).set_index(scada.index)
+
+
+@dataclass
+class IecPowerCurve:
+    """IEC 61400-12-style binned power curve per turbine: mean power per wind-speed bin,
+    linearly interpolated between bin centres."""
+
+    bin_width_ms: float
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def fit(cls, rows: pd.DataFrame, bin_width_ms: float, min_records_per_bin: int) -> IecPowerCurve:
+        bins = np.floor(rows["wind_speed_ms"] / bin_width_ms)
+        table = (rows.assign(bin=bins).groupby(["turbine_id", "bin"])
+                 .agg(wind=("wind_speed_ms", "mean"), power=("power_kw", "mean"), n=("power_kw", "size")))
+        table = table[table["n"] >= min_records_per_bin].reset_index()
+        return cls(bin_width_ms, {
+            t: (g["wind"].to_numpy(), g["power"].to_numpy()) for t, g in table.groupby("turbine_id")})
+
+    def predict(self, scada: pd.DataFrame) -> np.ndarray:
+        expected = np.full(len(scada), np.nan)
+        for turbine, (wind, power) in self.curves.items():
+            mask = (scada["turbine_id"] == turbine).to_numpy()
+            expected[mask] = np.interp(scada["wind_speed_ms"].to_numpy()[mask], wind, power)
+        return expected
+
+
+@dataclass
+class PowerModel:
+    """Expected active power (kW) from `scada` rows, with what inference needs to judge
+    residuals: `calibration` holds training-residual quantiles per turbine and wind bin."""
+
+    estimator: HistGradientBoostingRegressor
+    turbines: list[str]
+    windows: list[str]
+    feature_names: list[str]
+    iec_curve: IecPowerCurve
+    trained_from: pd.Timestamp
+    trained_until: pd.Timestamp
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def history_needed(self) -> pd.Timedelta:
+        """How far back before a row the model reads (trailing windows, lag)."""
+        return max([pd.Timedelta(w) for w in self.windows] + [pd.Timedelta("10min")])
+
+    def predict_rows(self, rows: pd.Index, scada: pd.DataFrame) -> pd.Series:
+        """Expected power for `scada.loc[rows]`, reading the history they need from `scada`."""
+        start = scada.loc[rows, "ts"].min() - self.history_needed
+        context = scada[scada["ts"] >= start]
+        return pd.Series(self.predict(context), index=context.index)[rows]
+
+    def features(self, scada: pd.DataFrame) -> pd.DataFrame:
+        return make_features(scada, self.turbines, self.windows)[self.feature_names]
+
+    def predict(self, scada: pd.DataFrame) -> np.ndarray:
+        """Expected power in kW; NaN where the wind speed is missing."""
+        if scada.empty:
+            return np.array([], dtype="float64")
+        expected = self.estimator.predict(self.features(scada))
+        return np.where(scada["wind_speed_ms"].isna().to_numpy(), np.nan, expected)
+
+    @staticmethod
+    def input_example(scada: pd.DataFrame) -> pd.DataFrame:
+        """A few `scada` rows in the model's input columns, `ts` as ISO-8601 text."""
+        example = scada[INPUT_COLUMNS].head(8).reset_index(drop=True)
+        return example.assign(ts=example["ts"].map(pd.Timestamp.isoformat))
+
+
+class PowerModelPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper: `predict(DataFrame of scada rows)` -> expected power (kW).
+
+    `ts` may be timezone-aware, naive UTC or ISO-8601 text (MLflow's datetime type
+    accepts only naive values, hence `any`); other `scada` columns are ignored.
+    """
+
+    SIGNATURE = ModelSignature(
+        inputs=Schema([ColSpec("string", "turbine_id"), ColSpec(AnyType(), "ts"),
+                       ColSpec("double", "wind_speed_ms"), ColSpec("double", "wind_direction_deg"),
+                       ColSpec("double", "outdoor_temp_c")]),
+        outputs=Schema([ColSpec("double", "expected_power_kw")]),
+    )
+
+    def __init__(self, power_model: PowerModel):
+        self.power_model = power_model
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        scada = model_input.copy()
+        scada["ts"] = pd.to_datetime(scada["ts"], utc=True)
+        return self.power_model.predict(scada)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Stands in for a model or release that was not produced (Kedro passes no None
+    between nodes), with the reason."""
+
+    reason: str
+
+
+@dataclass
+class RegisteredModel:
+    """A model version from the registry, as loaded by alias."""
+
+    version: str
+    run_id: str
+    power_model: PowerModel
+
+
+@dataclass
+class ModelRelease:
+    """A newly trained model and the decision about it, for the registry to record."""
+
+    power_model: PowerModel
+    input_example: pd.DataFrame
+    promote: bool
+    challenger_mae_kw: float
+    champion_mae_kw: float | None
+    champion_version: str | None
+    holdout: dict = field(default_factory=dict)
