@@ -30,6 +30,10 @@ class Workspace:
         shutil.copytree(PROJECT_ROOT / "conf" / "base", self.conf / "base")
         (self.conf / "local").mkdir()
         self.set_globals(raw=str(raw_dir))
+        mlflow_conf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "mlflow.yml").read_text())
+        mlflow_conf["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] = str(
+            root / "mlartifacts")
+        (self.conf / "local" / "mlflow.yml").write_text(yaml.safe_dump(mlflow_conf))
 
     def set_globals(self, raw: str | None = None, lock_timeout_s: float = 60) -> None:
         current = self.globals() if (self.conf / "local" / "globals.yml").exists() else {}
@@ -44,9 +48,10 @@ class Workspace:
     def globals(self) -> dict:
         return yaml.safe_load((self.conf / "local" / "globals.yml").read_text())
 
-    def run(self, pipeline: str = "ingestion") -> None:
+    def run(self, pipeline: str = "ingestion", runtime_params: dict | None = None) -> None:
         bootstrap_project(PROJECT_ROOT)
-        with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(self.conf)) as session:
+        with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(self.conf),
+                                 runtime_params=runtime_params) as session:
             session.run(pipeline_names=[pipeline])
 
     def sql(self, query: str) -> list[tuple]:
@@ -84,8 +89,22 @@ def workspace(tmp_path: Path) -> Workspace:
 @pytest.fixture
 def write_landing(workspace: Workspace) -> Callable[[str, str], Path]:
     def write(name: str, text: str) -> Path:
+        """Write a landing file."""
         path = workspace.landing / name
         path.write_text(text)
         return path
 
     return write
+
+
+def write_export_slice(path: Path, start: str, end: str) -> int:
+    """Write the bundled records with `start <= ts < end` (UTC) as a CSV export."""
+    con = duckdb.connect()
+    try:
+        files = [str(RAW_DIR / f"la-haute-borne-scada-{y}.parquet") for y in (2014, 2015)]
+        con.execute(f"""COPY (SELECT * FROM read_parquet({files})
+                     WHERE Date_time::TIMESTAMPTZ >= '{start}' AND Date_time::TIMESTAMPTZ < '{end}')
+                     TO '{path}' (HEADER, QUOTE '')""")
+        return con.execute(f"SELECT count(*) FROM read_csv('{path}')").fetchone()[0]
+    finally:
+        con.close()

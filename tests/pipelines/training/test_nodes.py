@@ -1,0 +1,145 @@
+"""Unit tests of the training nodes and the model: filters, features, IEC baseline,
+the time split, the retraining gate and the promotion rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT, RAW_DIR
+from turbine_monitor.nbm import IecPowerCurve, RegisteredModel, Skipped, make_features
+from turbine_monitor.pipelines.training.nodes import (
+    decide_promotion,
+    fit_power_model,
+    flag_normal_operation,
+    predict_holdout,
+    select_training_window,
+    split_by_time,
+)
+
+PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())["training"]
+ASSETS = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
+TURBINES = sorted(ASSETS["Wind_turbine_name"])
+RULES = PARAMS["normal_operation"]
+
+
+def scada(days: float = 3, seed: int = 0, turbines=TURBINES) -> pd.DataFrame:
+    """Synthetic 10-minute records following a smooth power curve plus noise."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.date_range("2015-01-01", periods=int(days * 144), freq="10min", tz="UTC")
+    frames = []
+    for turbine in turbines:
+        wind = np.clip(8 + 3 * np.sin(np.arange(len(stamps)) / 40) + rng.normal(0, 1, len(stamps)), 0, 25)
+        power = 2050 / (1 + np.exp(-(wind - 9) * 0.9)) + rng.normal(0, 20, len(stamps))
+        frames.append(pd.DataFrame({
+            "turbine_id": turbine, "ts": stamps, "power_kw": power, "wind_speed_ms": wind,
+            "wind_direction_deg": rng.uniform(0, 360, len(stamps)), "outdoor_temp_c": 5.0,
+            "pitch_deg": 0.0}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def exclusions(rows: pd.DataFrame) -> list:
+    flagged = flag_normal_operation(rows, ASSETS, PARAMS).sort_index()["exclusion"]
+    return [None if pd.isna(reason) else reason for reason in flagged]
+
+
+def test_stoppage_at_operating_wind_is_excluded_but_low_wind_idling_stays():
+    rows = scada(days=0.05, turbines=["R80711"]).iloc[:3].copy()
+    rows["wind_speed_ms"] = [RULES["stoppage_min_wind_ms"] + 2, 2.0, 7.0]
+    rows["power_kw"] = [0.0, -5.0, 600.0]
+    assert exclusions(rows) == ["stoppage", None, None]
+
+
+def test_frozen_wind_sensor_is_excluded_but_calm_is_not():
+    n = RULES["frozen_min_records"]
+    rows = scada(days=0.2, turbines=["R80711"]).iloc[: 2 * n + 1].copy()
+    rows["power_kw"] = np.linspace(100, 900, len(rows))
+    rows["wind_speed_ms"] = [6.3] * n + [0.0] * n + [7.0]
+    assert exclusions(rows) == ["frozen_wind_sensor"] * n + [None] * (n + 1)
+
+
+def test_curtailment_plateau_is_excluded():
+    n = RULES["plateau_min_records"] + 1
+    rows = scada(days=0.2, turbines=["R80711"]).iloc[:n].copy()
+    rows["wind_speed_ms"] = np.linspace(12, 13, n)
+    rows["power_kw"] = 800.0
+    assert exclusions(rows)[1:] == ["curtailment_plateau"] * (n - 1)
+
+
+def test_missing_signal_is_excluded():
+    rows = scada(days=0.05, turbines=["R80711"]).iloc[:2].copy()
+    rows.loc[rows.index[0], "outdoor_temp_c"] = np.nan
+    assert exclusions(rows) == ["missing_signal", None]
+
+
+def test_features_only_look_back_never_forward():
+    rows = scada(days=1)
+    before = make_features(rows, TURBINES, ["30min", "60min"])
+    changed = rows.copy()
+    later = changed["ts"] > changed["ts"].iloc[70]
+    changed.loc[later, ["wind_speed_ms", "outdoor_temp_c", "wind_direction_deg"]] = 99.0
+    after = make_features(changed, TURBINES, ["30min", "60min"])
+    numeric = before.columns.drop("turbine")
+    pd.testing.assert_frame_equal(before.loc[~later, numeric], after.loc[~later, numeric])
+
+
+def test_farm_wind_speed_is_the_median_of_the_other_turbines():
+    stamp = scada(days=0.01)
+    stamp = stamp[stamp["ts"] == stamp["ts"].min()].copy()
+    stamp["wind_speed_ms"] = [4.0, 6.0, 9.0, 20.0]
+    features = make_features(stamp, TURBINES, ["30min"])
+    assert features["farm_wind_speed"].tolist() == [9.0, 9.0, 6.0, 6.0]
+    assert features["wind_speed_vs_farm"].tolist() == [-5.0, -3.0, 3.0, 14.0]
+
+
+def test_iec_curve_interpolates_bin_means_per_turbine():
+    rows = pd.DataFrame({"turbine_id": ["A"] * 6 + ["B"] * 3,
+                         "wind_speed_ms": [5.1, 5.3, 6.1, 6.3, 7.1, 7.3, 5.2, 6.2, 7.2],
+                         "power_kw": [100, 120, 300, 320, 600, 620, 50, 150, 250]})
+    curve = IecPowerCurve.fit(rows, bin_width_ms=1.0, min_records_per_bin=1)
+    query = pd.DataFrame({"turbine_id": ["A", "A", "B"], "wind_speed_ms": [5.7, 6.2, 7.2]})
+    assert curve.predict(query) == pytest.approx([210.0, 310.0, 250.0])
+
+
+def test_time_split_puts_the_last_days_in_the_holdout():
+    rows = split_by_time(flag_normal_operation(scada(days=10), ASSETS, PARAMS), {"holdout_days": 3})
+    holdout = rows[rows["split"] == "holdout"]
+    assert holdout["ts"].min() > rows[rows["split"] == "train"]["ts"].max()
+    assert holdout["ts"].max() - holdout["ts"].min() == pd.Timedelta(days=3) - pd.Timedelta("10min")
+
+
+def trained(rows: pd.DataFrame, max_iter: int):
+    params = {**PARAMS, "holdout_days": 1, "estimator": {**PARAMS["estimator"], "max_iter": max_iter}}
+    window = split_by_time(flag_normal_operation(rows, ASSETS, params), params)
+    return fit_power_model(window, ASSETS, params), window
+
+
+def test_retraining_gate_skips_when_nothing_is_newer_than_the_champion():
+    rows = scada(days=4)
+    model, _ = trained(rows, max_iter=20)
+    champion = RegisteredModel("1", "run", model)
+    assert select_training_window(rows, champion, PARAMS).empty
+    newer = pd.concat([rows, scada(days=4.1).iloc[[-1]]])
+    assert len(select_training_window(newer, champion, PARAMS)) == len(newer)
+
+
+def test_promotion_only_when_the_challenger_beats_the_champion_on_the_same_rows():
+    rows = scada(days=6)
+    good, window = trained(rows, max_iter=100)
+    poor, _ = trained(rows, max_iter=1)
+    holdout = predict_holdout(good, window)
+    assert decide_promotion(good, RegisteredModel("1", "r", poor), window, holdout).promote
+    poor_holdout = predict_holdout(poor, window)
+    release = decide_promotion(poor, RegisteredModel("2", "r", good), window, poor_holdout)
+    assert not release.promote
+    assert release.champion_mae_kw < release.challenger_mae_kw
+    assert decide_promotion(poor, None, window, poor_holdout).promote  # the first model
+
+
+def test_nothing_to_train_on_gives_no_model_and_no_release():
+    empty = split_by_time(flag_normal_operation(scada(days=1).iloc[:0], ASSETS, PARAMS), PARAMS)
+    model = fit_power_model(empty, ASSETS, PARAMS)
+    assert isinstance(model, Skipped)
+    assert isinstance(decide_promotion(model, None, empty, predict_holdout(model, empty)), Skipped)
