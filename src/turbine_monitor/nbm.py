@@ -29,7 +29,8 @@ def make_features(scada: pd.DataFrame, turbines: list[str], windows: list[str]) 
 
     - `wind_speed`, `dir_sin`, `dir_cos`, `temperature`, `turbine` (categorical);
     - `farm_wind_speed`: median wind speed of the other turbines at the same timestamp,
-      and `wind_speed_vs_farm` (own minus farm);
+      `wind_speed_vs_farm` (own minus farm), and every turbine's wind speed at that
+      timestamp as `wind_speed_<turbine>`;
     - per window in `windows` (e.g. "30min"): mean and std of the turbine's own wind
       speed over the trailing window, and `wind_speed_lag` (the record 10 min before);
     - `hour` of day and `day_of_year`.
@@ -50,6 +51,8 @@ def make_features(scada: pd.DataFrame, turbines: list[str], windows: list[str]) 
     farm = others.stack(future_stack=True).rename("farm_wind_speed")
     features = features.join(farm, on=["ts", "turbine_id"])
     features["wind_speed_vs_farm"] = features["wind_speed"] - features["farm_wind_speed"]
+    each = by_stamp.reindex(columns=turbines).add_prefix("wind_speed_")
+    features = features.join(each, on="ts")
 
     trailing = wind.set_axis(pd.DatetimeIndex(rows["ts"])).groupby(rows["turbine_id"].to_numpy())
     for window in windows:

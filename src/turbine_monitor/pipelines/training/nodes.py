@@ -99,7 +99,7 @@ def fit_power_model(split_window: pd.DataFrame, asset_table: pd.DataFrame,
     if not train.any():
         return Skipped("no normal-operation training rows in the window")
     turbines = sorted(asset_table["Wind_turbine_name"])
-    feature_names = FEATURE_NAMES_BASE + [
+    feature_names = FEATURE_NAMES_BASE + [f"wind_speed_{t}" for t in turbines] + [
         f"wind_speed_{stat}_{w}" for w in params["features"]["windows"] for stat in ("mean", "std")]
     model = PowerModel(
         estimator=HistGradientBoostingRegressor(**params["estimator"]),
