@@ -28,14 +28,14 @@ from mlflow import MlflowClient
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PHASES = {
-    "load": {"load:scada", "load:champion_model"},
+    "load": {"load:scada", "load:current_champion"},
     "prepare (window, normal-operation filter, split)": {
         "node:select_training_window", "node:flag_normal_operation", "node:split_by_time"},
     "fit (features, estimator, IEC curve, calibration)": {"node:fit_power_model"},
     "evaluate (holdout, metrics, plots, champion re-score)": {
         "node:predict_holdout", "node:summarise_holdout", "node:plot_training_figures",
         "node:decide_promotion"},
-    "log to MLflow": {"save:model_release", "save:training_figures", "save:holdout_metrics"},
+    "log to MLflow": {"save:model_registry", "save:training_figures", "save:holdout_metrics"},
 }
 
 

@@ -5,7 +5,11 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
+from turbine_monitor.hooks import ForgetFinishedMlflowRun
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+HOOKS = (ForgetFinishedMlflowRun(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -17,4 +21,5 @@ CONFIG_LOADER_ARGS = {
         "oc.env": oc.env,
         "project_root": lambda: PROJECT_ROOT.as_posix(),
     },
+    "config_patterns": {"replay": ["replay*", "replay*/**"]},
 }

@@ -11,9 +11,10 @@
 
 from .model_registry import MlflowFiguresDataset, ModelRegistryDataset
 from .source_files import SourceFile, SourceFilesDataset
-from .warehouse import DuckDBQueryDataset, ScadaTableDataset, WarehouseLockedError
+from .warehouse import AlertsDataset, DuckDBQueryDataset, ScadaTableDataset, WarehouseLockedError
 
 __all__ = [
+    "AlertsDataset",
     "DuckDBQueryDataset",
     "MlflowFiguresDataset",
     "ModelRegistryDataset",

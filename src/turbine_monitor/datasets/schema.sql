@@ -37,3 +37,29 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     rows_quarantined  BIGINT NOT NULL,
     ingested_at       TIMESTAMPTZ NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS predictions (
+    turbine_id          VARCHAR NOT NULL,
+    ts                  TIMESTAMPTZ NOT NULL,
+    expected_power_kw   DOUBLE,               -- NULL when the row could not be scored
+    power_kw            DOUBLE,
+    residual_kw         DOUBLE,               -- power_kw - expected_power_kw
+    wind_speed_ms       DOUBLE,
+    model_version       VARCHAR NOT NULL,     -- registered version of turbine-power-nbm
+    unscored_reason     VARCHAR,              -- why expected_power_kw is NULL
+    scored_at           TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (turbine_id, ts)
+);
+
+CREATE TABLE IF NOT EXISTS alerts (
+    turbine_id                  VARCHAR NOT NULL,
+    kind                        VARCHAR NOT NULL,   -- underperformance | stopped
+    start_ts                    TIMESTAMPTZ NOT NULL,
+    end_ts                      TIMESTAMPTZ,        -- NULL while the alert is open
+    energy_lost_kwh             DOUBLE,
+    records                     BIGINT,             -- records in the episode
+    mean_relative_residual      DOUBLE,             -- mean (power - expected) / expected
+    opened_at                   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (turbine_id, kind, start_ts)
+);

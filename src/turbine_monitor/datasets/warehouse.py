@@ -185,3 +185,37 @@ class ScadaTableDataset(_WarehouseDataset):
             con.commit()
         for (name,) in skipped:
             logger.info("%s was ingested by another run meanwhile; skipped", name)
+
+
+class AlertsDataset(_WarehouseDataset):
+    """The `alerts` table. `load()` returns it; `save(episodes)` merges the episodes the
+    detector recomputed, keyed by (turbine_id, kind, start_ts), in one transaction: new
+    episodes are inserted (`opened_at` = now), known ones get their end, energy and
+    counts updated. Newly opened alerts are logged."""
+
+    _KEY = ("turbine_id", "kind", "start_ts")
+
+    def load(self) -> pd.DataFrame:
+        with self._connect() as con:
+            return con.sql("SELECT * FROM alerts ORDER BY start_ts, turbine_id, kind").df()
+
+    def save(self, episodes: pd.DataFrame) -> None:
+        if episodes.empty:
+            return
+        key = ", ".join(self._KEY)
+        with self._connect() as con:
+            con.begin()
+            con.register("episodes", episodes)
+            opened = con.sql(f"SELECT turbine_id, kind, start_ts FROM episodes ANTI JOIN alerts USING ({key})"
+                             ).fetchall()
+            con.execute(f"""
+                INSERT INTO alerts BY NAME SELECT * FROM episodes
+                ON CONFLICT ({key}) DO UPDATE SET
+                    end_ts = excluded.end_ts, energy_lost_kwh = excluded.energy_lost_kwh,
+                    records = excluded.records, mean_relative_residual = excluded.mean_relative_residual,
+                    updated_at = now()
+                WHERE alerts.end_ts IS DISTINCT FROM excluded.end_ts
+                   OR alerts.records IS DISTINCT FROM excluded.records""")
+            con.commit()
+        for turbine, kind, start in opened:
+            logger.warning("Alert opened: %s %s since %s.", turbine, kind, start)

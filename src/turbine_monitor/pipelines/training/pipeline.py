@@ -18,7 +18,7 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(select_training_window, ["scada", "champion_model", "params:training"],
+            node(select_training_window, ["scada", "current_champion", "params:training"],
                  "training_window", name="select_training_window"),
             node(flag_normal_operation, ["training_window", "asset_table", "params:training"],
                  "flagged_window", name="flag_normal_operation"),
@@ -31,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(summarise_holdout, "holdout_predictions", "holdout_metrics", name="summarise_holdout"),
             node(plot_training_figures, ["power_model", "split_window", "holdout_predictions"],
                  "training_figures", name="plot_training_figures"),
-            node(decide_promotion, ["power_model", "champion_model", "split_window", "holdout_predictions"],
-                 "model_release", name="decide_promotion"),
+            node(decide_promotion, ["power_model", "current_champion", "split_window", "holdout_predictions"],
+                 "model_registry", name="decide_promotion"),
         ]
     )

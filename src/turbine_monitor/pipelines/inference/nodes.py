@@ -1,0 +1,52 @@
+"""Nodes of the inference pipeline: score the rows that have no prediction yet with
+the champion, then recompute the alert episodes from the predictions."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from turbine_monitor.detection import detect_alerts
+from turbine_monitor.nbm import RegisteredModel
+
+logger = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["turbine_id", "ts", "expected_power_kw", "power_kw", "residual_kw", "wind_speed_ms",
+                      "model_version", "unscored_reason"]
+
+
+def score_new_rows(scada: pd.DataFrame, champion: RegisteredModel | None) -> pd.DataFrame:
+    """Expected power and residual for every `scada` row without a prediction, by the
+    champion, reading the history the model's trailing features need. Every row gets a
+    prediction row: one the model cannot score (no wind speed) gets NULL expected power
+    and an `unscored_reason`, so it is neither dropped nor retried. Derated or faulty
+    rows are scored like any other."""
+    todo = scada[~scada["scored"]]
+    if champion is None:
+        logger.warning("No champion model registered yet: %d rows left unscored. Run the training "
+                       "pipeline first.", len(todo))
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    if todo.empty:
+        logger.info("No new rows to score.")
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    expected = champion.power_model.predict_rows(todo.index, scada)
+    logger.info("Scored %d rows with champion version %s.", len(todo), champion.version)
+    return pd.DataFrame({
+        "turbine_id": todo["turbine_id"], "ts": todo["ts"], "expected_power_kw": expected,
+        "power_kw": todo["power_kw"], "residual_kw": todo["power_kw"] - expected,
+        "wind_speed_ms": todo["wind_speed_ms"], "model_version": champion.version,
+        "unscored_reason": np.where(expected.isna(), "missing wind speed", None),
+    })
+
+
+def update_alerts(predictions: pd.DataFrame, champion: RegisteredModel | None, params: dict) -> pd.DataFrame:
+    """Alert episodes (sustained underperformance, stoppages) recomputed from all
+    predictions, judged against the calibration shipped with the champion."""
+    if champion is None or predictions.empty:
+        return pd.DataFrame()
+    episodes = detect_alerts(predictions, champion.power_model.calibration, params)
+    open_now = episodes["end_ts"].isna().sum() if not episodes.empty else 0
+    logger.info("%d alert episodes, %d open.", len(episodes), open_now)
+    return episodes

@@ -1,0 +1,20 @@
+"""Inference pipeline: new landing files are ingested (the ingestion pipeline), new
+rows scored with the champion, alerts updated."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from turbine_monitor.pipelines import ingestion
+
+from .nodes import score_new_rows, update_alerts
+
+
+def create_scoring_pipeline() -> Pipeline:
+    return pipeline([
+        node(score_new_rows, ["scada", "model_registry"], "predictions", name="score_new_rows"),
+        node(update_alerts, ["predictions", "model_registry", "params:inference.alerts"], "alerts",
+             name="update_alerts"),
+    ])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return ingestion.create_pipeline() + create_scoring_pipeline()

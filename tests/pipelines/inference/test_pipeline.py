@@ -1,0 +1,142 @@
+"""The inference pipeline on a real warehouse and a real MLflow registry: incremental,
+idempotent, crash-safe scoring, unscorable rows, and the no-champion case."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import PROJECT_ROOT, Workspace, write_export_slice
+
+FAST = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
+HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """An MLflow store whose champion was trained on January 2014."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        raw = root / "raw"
+        raw.mkdir()
+        (raw / "la-haute-borne-asset-table.csv").write_bytes(
+            (PROJECT_ROOT / "data/01_raw/la-haute-borne-asset-table.csv").read_bytes())
+        trainer = Workspace(root / "trainer", raw_dir=raw)
+        write_export_slice(trainer.landing / "jan.csv", "2014-01-01", "2014-02-01")
+        trainer.run("__default__", FAST)
+        yield uri
+
+
+@pytest.fixture
+def ws(workspace, registry, monkeypatch) -> Workspace:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
+    return workspace
+
+
+def counts(ws: Workspace) -> tuple[int, int, int]:
+    """(scada rows, prediction rows, scada rows without exactly one prediction)."""
+    return (ws.scalar("SELECT count(*) FROM scada"), ws.scalar("SELECT count(*) FROM predictions"),
+            ws.scalar("SELECT count(*) FROM scada s ANTI JOIN predictions p USING (turbine_id, ts)"))
+
+
+def test_only_new_rows_are_scored_and_a_rerun_changes_nothing(ws):
+    write_export_slice(ws.landing / "a.csv", "2014-02-01", "2014-02-03")
+    ws.run("inference")
+    first = ws.sql("SELECT turbine_id, ts, scored_at FROM predictions ORDER BY ALL")
+    assert counts(ws) == (len(first), len(first), 0)
+    write_export_slice(ws.landing / "b.csv", "2014-02-03", "2014-02-04")
+    ws.run("inference")
+    scada, predictions, missing = counts(ws)
+    assert predictions == scada > len(first) and missing == 0
+    assert ws.sql("SELECT turbine_id, ts, scored_at FROM predictions WHERE ts < '2014-02-03' "
+                  "ORDER BY ALL") == first
+    before = ws.sql("SELECT * FROM predictions ORDER BY ALL")
+    ws.run("inference")
+    assert ws.sql("SELECT * FROM predictions ORDER BY ALL") == before
+
+
+def test_predictions_are_the_champion_model_outputs(ws, registry):
+    import mlflow
+
+    write_export_slice(ws.landing / "a.csv", "2014-02-01", "2014-02-02")
+    ws.run("inference")
+    version = MlflowClient(registry).get_model_version_by_alias("turbine-power-nbm", "champion").version
+    assert ws.sql("SELECT DISTINCT model_version FROM predictions") == [(str(version),)]
+    mlflow.set_tracking_uri(registry)
+    model = mlflow.pyfunc.load_model("models:/turbine-power-nbm@champion")
+    con_rows = ws.sql("SELECT turbine_id, ts, wind_speed_ms, wind_direction_deg, outdoor_temp_c "
+                      "FROM scada ORDER BY turbine_id, ts")
+    import pandas as pd
+
+    frame = pd.DataFrame(con_rows, columns=["turbine_id", "ts", "wind_speed_ms", "wind_direction_deg",
+                                            "outdoor_temp_c"])
+    expected = model.predict(frame)
+    stored = [r[0] for r in ws.sql("SELECT expected_power_kw FROM predictions ORDER BY turbine_id, ts")]
+    assert stored == pytest.approx(list(expected), nan_ok=True)
+
+
+def test_unscorable_rows_get_a_reason_and_are_not_retried(ws, write_landing):
+    write_landing("gap.csv", HEADER
+                  + "R80711,2014-02-01T01:00:00+01:00,0,500.0,,10,5,180,180\n"
+                  + "R80711,2014-02-01T01:10:00+01:00,0,0.0,12.0,10,5,180,180\n")
+    ws.run("inference")
+    rows = ws.sql("SELECT power_kw, expected_power_kw IS NULL, unscored_reason, scored_at "
+                  "FROM predictions ORDER BY ts")
+    assert [r[:3] for r in rows] == [(500.0, True, "missing wind speed"), (0.0, False, None)]
+    ws.run("inference")
+    assert ws.sql("SELECT power_kw, expected_power_kw IS NULL, unscored_reason, scored_at "
+                  "FROM predictions ORDER BY ts") == rows
+
+
+def test_a_stopped_turbine_is_scored_not_filtered(ws, write_landing):
+    write_landing("stop.csv", HEADER + "R80711,2014-02-01T01:10:00+01:00,0,0.0,12.0,10,5,180,180\n")
+    ws.run("inference")
+    expected, residual = ws.sql("SELECT expected_power_kw, residual_kw FROM predictions")[0]
+    assert expected > 1000 and residual == pytest.approx(-expected)
+
+
+def test_no_champion_ends_successfully_and_scores_nothing(workspace, write_landing, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-registry.db'}")
+    write_export_slice(workspace.landing / "a.csv", "2014-02-01", "2014-02-02")
+    workspace.run("inference")
+    assert workspace.scalar("SELECT count(*) FROM scada") > 0
+    assert workspace.scalar("SELECT count(*) FROM predictions") == 0
+
+
+def test_kill_9_while_scoring_then_rerun_scores_every_row_once(ws, registry):
+    write_export_slice(ws.landing / "q1.csv", "2014-02-01", "2014-05-01")
+    ws.run("ingestion")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry,
+           "KEDRO_LOGGING_CONFIG": str(PROJECT_ROOT / "tests" / "plain_logging.yml")}
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "inference", "--conf-source", str(ws.conf)]
+    run = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    for line in run.stdout:
+        if "Saving data to predictions" in line:
+            run.send_signal(signal.SIGKILL)
+            break
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    scada, predictions, _ = counts(ws)
+    assert predictions in (0, scada)  # one transaction: all or nothing
+    assert subprocess.run(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL).returncode == 0
+    scada, predictions, missing = counts(ws)
+    assert predictions == scada and missing == 0
+    assert ws.scalar("SELECT count(*) - count(DISTINCT (turbine_id, ts)) FROM predictions") == 0
+
+
+def test_inference_reads_landing_files_first(ws):
+    """The inference pipeline ingests new landing files before scoring."""
+    assert Path(ws.landing).is_dir()
+    write_export_slice(ws.landing / "a.csv", "2014-02-01", "2014-02-02")
+    ws.run("inference")
+    assert ws.scalar("SELECT count(*) FROM ingested_files") == 1
+    assert counts(ws)[1] == counts(ws)[0] > 0
