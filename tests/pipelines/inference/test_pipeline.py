@@ -116,7 +116,8 @@ def test_kill_9_while_scoring_then_rerun_scores_every_row_once(ws, registry):
     ws.run("ingestion")
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry,
            "KEDRO_LOGGING_CONFIG": str(PROJECT_ROOT / "tests" / "plain_logging.yml")}
-    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "inference", "--conf-source", str(ws.conf)]
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "inference",
+               "--conf-source", str(ws.conf)]
     run = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
     for line in run.stdout:
