@@ -1,7 +1,6 @@
 """Project hooks."""
 
 from kedro.framework.hooks import hook_impl
-from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 
 
 class ForgetFinishedMlflowRun:
@@ -13,4 +12,8 @@ class ForgetFinishedMlflowRun:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self) -> None:
+        # Imported here, not at module level: settings.py imports this module, and
+        # scripts that only read configuration should not pay for importing MLflow.
+        from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
+
         mlflow_hook.run_id = None
