@@ -21,5 +21,5 @@ CONFIG_LOADER_ARGS = {
         "oc.env": oc.env,
         "project_root": lambda: PROJECT_ROOT.as_posix(),
     },
-    "config_patterns": {"replay": ["replay*", "replay*/**"]},
+    "config_patterns": {"replay": ["replay*", "replay*/**"], "prefect": ["prefect*", "prefect*/**"]},
 }
