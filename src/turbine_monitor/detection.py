@@ -1,12 +1,304 @@
-"""Sustained-underperformance and stoppage detection on model residuals."""
+"""Sustained-underperformance and stoppage detection on model residuals.
+
+`detect_alerts` recomputes every alert episode from the predictions history. It is
+causal: whether an alert is open at a record depends only on the records up to its
+timestamp (trailing windows, baselines of earlier days), so a longer history never
+changes earlier episodes, and an episode is identified by (turbine_id, kind, start_ts).
+At most one episode per turbine and kind is open. The thresholds and windows are the
+`inference.alerts` parameters (conf/base/parameters_inference.yml).
+
+- ``stopped``: the turbine produces nothing (power <= ``stop_max_power_kw``) at
+  operating wind while the model expects clear production (>= ``stop_min_expected_kw``).
+  An alert once a run holds ``stop_min_records`` such records (low-wind or unscored
+  records inside the run neither count nor break it); it starts at the run's first stop
+  record and ends at the first of ``stop_resume_records`` producing records in a row.
+- ``underperformance`` (running but low). Evidence records: scored, wind >=
+  ``min_wind_ms``, expected >= ``min_expected_kw``, producing. Residuals are centred on
+  the calibration median of their (turbine, wind bin) and winsorised at ``clip_sigma``
+  calibration standard deviations. Over the trailing ``window_records`` evidence
+  records, the relative deficit is the weighted least-squares slope of residual on
+  expected power (weights expected / std^2). Two channels:
+
+  * *peer*: the turbine's residuals minus the median relative residual of the other
+    turbines at the same timestamps. Weather-driven model errors (air density,
+    turbulence, a windier year) are common to the farm and cancel, so a single-turbine
+    fault stands out with about half the noise.
+  * *absolute*: the turbine's own residuals. Catches farm-wide losses (icing, a
+    farm-wide derate) that the peer channel cannot see; noisier, so a higher threshold.
+
+  Each channel is compared with the turbine's own trailing baseline (median of the daily
+  values over the previous ``baseline_days``, clipped so that a better year than the
+  training one is absorbed but a long derate is not). An alert opens when a channel's
+  deficit has reached its ``open`` threshold for ``open_persistence_records`` evidence
+  records in a row, and closes when both are below their ``close`` thresholds. It
+  starts at the record where it opened and ends at the record where it closed.
+
+Energy lost: the shortfall sum(max(expected - power, 0)) / 6 kWh over an episode's
+records; for `stopped`, the expected energy of its non-producing records. Records inside
+a stop count for the stop only.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 
 EPISODE_COLUMNS = ["turbine_id", "kind", "start_ts", "end_ts", "energy_lost_kwh", "records",
-                   "mean_relative_residual"]
+                   "operating_records", "mean_relative_residual", "deficit_at_open", "channel"]
+
+
+@dataclass(frozen=True)
+class Records:
+    """The scored records as arrays, sorted by turbine then timestamp."""
+
+    turbine: np.ndarray        # turbine_id
+    codes: np.ndarray          # turbine as 0..n_turbines-1
+    n_turbines: int
+    ts: np.ndarray             # UTC, datetime64[ns] without zone
+    power: np.ndarray
+    wind: np.ndarray
+    expected: np.ndarray
+
+    @classmethod
+    def from_predictions(cls, predictions: pd.DataFrame) -> Records:
+        rows = predictions.sort_values(["turbine_id", "ts"], kind="stable")
+        turbine = rows["turbine_id"].astype(str).to_numpy()
+        codes, names = pd.factorize(turbine)
+        ts = pd.to_datetime(rows["ts"], utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
+
+        def values(column: str) -> np.ndarray:
+            return rows[column].to_numpy(dtype="float64", na_value=np.nan)
+
+        return cls(turbine, codes, len(names), ts, values("power_kw"), values("wind_speed_ms"),
+                   values("expected_power_kw"))
+
+    @property
+    def first_of_turbine(self) -> np.ndarray:
+        return np.r_[True, self.codes[1:] != self.codes[:-1]]
 
 
 def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict) -> pd.DataFrame:
-    return pd.DataFrame(columns=EPISODE_COLUMNS)
+    """Alert episodes from the predictions of all turbines, one row per episode:
+    turbine_id, kind ('underperformance' | 'stopped'), start_ts, end_ts (NaT while open),
+    energy_lost_kwh, records (rows in the episode), operating_records (its evidence or
+    stop records), mean_relative_residual (sum residual / sum expected over those),
+    deficit_at_open and channel ('peer' | 'absolute' | 'both') for underperformance."""
+    if predictions.empty:
+        return pd.DataFrame(columns=EPISODE_COLUMNS)
+    rec = Records.from_predictions(predictions)
+    producing = rec.power > params["stop_max_power_kw"]
+    stop_record = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["stop_min_expected_kw"])
+                   & ~producing)
+    stops = _stop_episodes(rec, stop_record, producing, params)
+    evidence = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["min_expected_kw"]) & producing
+                & np.isfinite(rec.power - rec.expected))
+    under_state, deficit, channel = _underperformance_state(rec, evidence, calibration, params)
+    under = _episodes(rec, under_state, "underperformance")
+    shortfall = np.nan_to_num(np.maximum(rec.expected - rec.power, 0.0))
+    lost_stopped = np.where(producing, shortfall, np.nan_to_num(np.maximum(rec.expected, 0.0))) / 6.0
+    lost_under = np.where(_inside(stops, len(shortfall)), 0.0, shortfall) / 6.0
+    summaries = [
+        _summarise(rec, under, lost_under, evidence).assign(
+            deficit_at_open=deficit[under["_first"]], channel=channel[under["_first"]]),
+        _summarise(rec, stops, lost_stopped, stop_record).assign(deficit_at_open=np.nan, channel=None),
+    ]
+    episodes = pd.concat([s for s in summaries if not s.empty] or [pd.DataFrame(columns=EPISODE_COLUMNS)],
+                         ignore_index=True)[EPISODE_COLUMNS]
+    for column in ("start_ts", "end_ts"):
+        episodes[column] = pd.to_datetime(episodes[column]).dt.tz_localize("UTC")
+    return episodes.sort_values(["turbine_id", "kind", "start_ts"]).reset_index(drop=True)
+
+
+def _stop_episodes(rec: Records, stop_record: np.ndarray, producing: np.ndarray,
+                   params: dict) -> pd.DataFrame:
+    """Stop runs: from a stop record until `stop_resume_records` producing records in a
+    row; an episode once the run holds `stop_min_records` stop records, back-dated to
+    its first one, ending at the first of the producing records."""
+    resume = int(params["stop_resume_records"])
+    resumed = _persistent(producing, rec.codes, resume)
+    in_run = _hold(np.where(stop_record, 1.0, np.where(resumed, 0.0, np.nan)), rec.codes)
+    starts = (in_run == 1) & ((np.r_[0, in_run[:-1]] == 0) | rec.first_of_turbine)
+    run = np.where(in_run == 1, np.cumsum(starts), 0)
+    stops_in_run = pd.Series(stop_record.astype(np.int64)).groupby(run).transform("sum").to_numpy()
+    state = ((run > 0) & (stops_in_run >= params["stop_min_records"])).astype(np.int8)
+    episodes = _episodes(rec, state, "stopped")
+    closed = episodes["end_ts"].notna().to_numpy()
+    if resume > 1 and closed.any():  # the run's last resume-1 rows already produce
+        last = np.where(closed, episodes["_last"] - (resume - 1), episodes["_last"])
+        episodes["_last"] = last
+        after = rec.ts[np.minimum(last + 1, len(rec.ts) - 1)]
+        episodes["end_ts"] = np.where(closed, after, episodes["end_ts"])
+    return episodes
+
+
+def _underperformance_state(rec: Records, evidence: np.ndarray, calibration: pd.DataFrame,
+                            params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: 1 while an underperformance alert is open, the larger channel
+    deficit and the channel(s) over their open threshold (at evidence records)."""
+    centre, std = _calibration_lookup(calibration, rec)
+    std = np.where(np.isfinite(std) & (std > 0), std, np.maximum(0.05 * np.abs(rec.expected), 1.0))
+    residual = np.clip(rec.power - rec.expected - centre, -params["clip_sigma"] * std,
+                       params["clip_sigma"] * std)
+    weight = rec.expected / std ** 2
+    own_num = np.where(evidence, weight * residual, 0.0)
+    own_den = np.where(evidence, weight * rec.expected, 0.0)
+    peer = _peer_relative_residual(rec, evidence, residual)
+    matched = evidence & np.isfinite(peer)
+    peer_num = np.where(matched, weight * (residual - np.nan_to_num(peer) * rec.expected), 0.0)
+    peer_den = np.where(matched, weight * rec.expected, 0.0)
+
+    ev = np.flatnonzero(evidence)
+    window = _TrailingWindow(rec.codes[ev], int(params["window_records"]))
+    own = window.sum(own_num[ev]) / window.sum(own_den[ev])
+    matched_den = window.sum(peer_den[ev])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(matched_den >= params["peer_min_coverage"] * window.sum(own_den[ev]),
+                            window.sum(peer_num[ev]) / matched_den, np.nan)
+
+    day, own_base, peer_base = _daily_baselines(rec, evidence, matched, (own_num, own_den),
+                                                (peer_num, peer_den), params)
+    at = (day[ev], rec.codes[ev])
+    own_base = np.clip(own_base, params["baseline_floor"], params["baseline_cap"])
+    peer_base = np.clip(peer_base, params["peer_baseline_floor"], params["peer_baseline_cap"])
+    abs_deficit, peer_deficit = own_base[at] - own, peer_base[at] - relative
+    with np.errstate(invalid="ignore"):
+        peer_open = window.full & (peer_deficit >= params["peer_open_deficit"])
+        abs_open = window.full & (abs_deficit >= params["abs_open_deficit"])
+        calm = window.full & ~(peer_deficit >= params["peer_close_deficit"]) & (
+            abs_deficit < params["abs_close_deficit"])
+    opening = _persistent(peer_open | abs_open, rec.codes[ev], int(params["open_persistence_records"]))
+    closing = _persistent(calm, rec.codes[ev], int(params["close_persistence_records"]))
+    signal = np.full(len(rec.ts), np.nan)
+    signal[ev] = np.where(opening, 1.0, np.where(closing, 0.0, np.nan))
+    deficit = np.full(len(rec.ts), np.nan)
+    deficit[ev] = np.fmax(peer_deficit, abs_deficit)
+    channel = np.full(len(rec.ts), None, dtype=object)
+    channel[ev] = np.where(peer_open & abs_open, "both", np.where(peer_open, "peer", "absolute"))
+    return _hold(signal, rec.codes), deficit, channel
+
+
+class _TrailingWindow:
+    """Sums over the trailing `size` records of the same turbine (records sorted by
+    turbine); `full` marks the records with a whole window behind them."""
+
+    def __init__(self, codes: np.ndarray, size: int):
+        k = np.arange(len(codes))
+        group_start = np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]], k, 0))
+        self.full = (k - group_start) >= size - 1
+        self._k, self._lo = k, np.maximum(k - size + 1, group_start)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        total = np.r_[0.0, np.cumsum(values)]
+        return total[self._k + 1] - total[self._lo]
+
+
+def _peer_relative_residual(rec: Records, evidence: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """Per record, the median relative residual of the other turbines that are evidence
+    at the same timestamp (NaN when none is)."""
+    grid, pos = np.unique(rec.ts, return_inverse=True)
+    relative = np.full((len(grid), rec.n_turbines), np.nan)
+    relative[pos[evidence], rec.codes[evidence]] = residual[evidence] / rec.expected[evidence]
+    peers = np.full_like(relative, np.nan)
+    for turbine in range(rec.n_turbines):
+        others = np.delete(relative, turbine, axis=1)
+        some = np.isfinite(others).any(axis=1)
+        peers[some, turbine] = np.nanmedian(others[some], axis=1)
+    return peers[pos, rec.codes]
+
+
+def _daily_baselines(rec: Records, evidence: np.ndarray, matched: np.ndarray, own: tuple, peer: tuple,
+                     params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Day index of each record and, per (day, turbine), the trailing baselines of the
+    own and peer relative deficits: the median daily value over the previous
+    `baseline_days` (valid days only), ending `baseline_gap_days` before the day, 0
+    with fewer than `baseline_min_days` valid days."""
+    day_of = rec.ts.astype("datetime64[D]")
+    day = (day_of - day_of.min()).astype(np.int64)
+    n_days = int(day.max()) + 1
+
+    def daily(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((n_days, rec.n_turbines))
+        np.add.at(out, (day, rec.codes), values)
+        return out
+
+    def baseline(counted: np.ndarray, num_den: tuple) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(daily(counted.astype(float)) >= params["baseline_min_day_records"],
+                              daily(num_den[0]) / daily(num_den[1]), np.nan)
+        rolling = pd.DataFrame(values).rolling(int(params["baseline_days"]),
+                                               min_periods=int(params["baseline_min_days"])).median()
+        return rolling.shift(1 + int(params["baseline_gap_days"])).fillna(0.0).to_numpy()
+
+    return day, baseline(evidence, own), baseline(matched, peer)
+
+
+def _calibration_lookup(calibration: pd.DataFrame, rec: Records) -> tuple[np.ndarray, np.ndarray]:
+    """Per record, the calibration residual median and std of its (turbine, wind bin);
+    median 0 and std NaN where there is none. Wind above the top bin uses the top bin."""
+    if calibration is None or calibration.empty:
+        return np.zeros(len(rec.ts)), np.full(len(rec.ts), np.nan)
+    bins = np.sort(calibration["wind_bin_ms"].unique())
+    width = float(np.diff(bins).min()) if len(bins) > 1 else 1.0
+    table = calibration.assign(bin=np.round(calibration["wind_bin_ms"] / width).astype(int))
+    top = table.groupby("turbine_id")["bin"].max()
+    wind_bin = np.floor(np.nan_to_num(rec.wind) / width).astype(int)
+    wind_bin = np.minimum(wind_bin, pd.Series(rec.turbine).map(top).fillna(0).astype(int).to_numpy())
+    table = table.set_index(["turbine_id", "bin"])
+    key = pd.MultiIndex.from_arrays([rec.turbine, wind_bin])
+    return table["q0.5"].reindex(key).fillna(0.0).to_numpy(), table["std_kw"].reindex(key).to_numpy()
+
+
+def _episodes(rec: Records, state: np.ndarray, kind: str) -> pd.DataFrame:
+    """Episodes of a 0/1 state per record: rows `_first`.. `_last`, end_ts the timestamp
+    of the record after `_last` (NaT when the episode is open at the turbine's last)."""
+    last_of_turbine = np.r_[rec.first_of_turbine[1:], True]
+    previous = np.where(rec.first_of_turbine, 0, np.r_[0, state[:-1]])
+    following = np.where(last_of_turbine, 0, np.r_[state[1:], 0])
+    first = np.flatnonzero((state == 1) & (previous == 0))
+    last = np.flatnonzero((state == 1) & (following == 0))
+    closed = ~last_of_turbine[last]
+    end_ts = np.where(closed, rec.ts[np.minimum(last + 1, len(state) - 1)], np.datetime64("NaT", "ns"))
+    return pd.DataFrame({"turbine_id": rec.turbine[first], "kind": kind, "start_ts": rec.ts[first],
+                         "end_ts": end_ts, "_first": first, "_last": last})
+
+
+def _summarise(rec: Records, episodes: pd.DataFrame, lost_kwh: np.ndarray,
+               counted: np.ndarray) -> pd.DataFrame:
+    """Energy lost, record counts and mean relative residual of each episode."""
+    first, last = episodes["_first"].to_numpy(), episodes["_last"].to_numpy()
+
+    def total(values: np.ndarray) -> np.ndarray:
+        cumulative = np.r_[0.0, np.cumsum(values)]
+        return cumulative[last + 1] - cumulative[first]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_relative = (total(np.where(counted, np.nan_to_num(rec.power - rec.expected), 0.0))
+                         / total(np.where(counted, np.nan_to_num(rec.expected), 0.0)))
+    return episodes.assign(energy_lost_kwh=total(lost_kwh), records=last - first + 1,
+                           operating_records=total(counted.astype(float)).astype(int),
+                           mean_relative_residual=mean_relative).drop(columns=["_first", "_last"])
+
+
+def _inside(episodes: pd.DataFrame, n: int) -> np.ndarray:
+    """True for the records inside any of `episodes`."""
+    marks = np.zeros(n + 1)
+    np.add.at(marks, episodes["_first"].to_numpy(), 1)
+    np.add.at(marks, episodes["_last"].to_numpy() + 1, -1)
+    return np.cumsum(marks)[:n] > 0
+
+
+def _hold(signal: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """State per record from a 1 / 0 / NaN signal, NaN keeping the turbine's previous state."""
+    return pd.Series(signal).groupby(codes).ffill().fillna(0.0).to_numpy().astype(np.int8)
+
+
+def _persistent(condition: np.ndarray, codes: np.ndarray, records: int) -> np.ndarray:
+    """True where `condition` has held for the turbine's last `records` records."""
+    if records <= 1:
+        return condition
+    k = np.arange(len(condition))
+    last_false = np.maximum.accumulate(np.where(~condition, k, -1))
+    turbine_start = np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]], k, 0))
+    return condition & (k - np.maximum(last_false + 1, turbine_start) + 1 >= records)

@@ -159,14 +159,6 @@ class PowerModelPyfunc(mlflow.pyfunc.PythonModel):
         return self.power_model.predict(scada)
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """Stands in for a model or release that was not produced (Kedro passes no None
-    between nodes), with the reason."""
-
-    reason: str
-
-
 @dataclass
 class RegisteredModel:
     """A model version from the registry, as loaded by alias."""

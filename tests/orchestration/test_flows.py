@@ -256,9 +256,6 @@ def test_a_scheduled_run_that_starts_too_late_is_skipped(trained, workspace):
     assert not workspace.warehouse.exists()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "TO BE VERIFIED: turbine_monitor.detection.detect_alerts was still a stub returning no episodes "
-    "when this test was written; remove this mark once the detector opens a stoppage alert here."))
 def test_a_newly_opened_alert_emits_one_event(trained, workspace, write_landing):
     """Twelve hours of R80711 at 12 m/s producing nothing: a stoppage. The run that opens
     the alert emits one event for the turbine; a rerun with no new data emits none."""

@@ -17,7 +17,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 import turbine_monitor
-from turbine_monitor.nbm import ModelRelease, PowerModelPyfunc, RegisteredModel, Skipped
+from turbine_monitor.nbm import ModelRelease, PowerModelPyfunc, RegisteredModel
+from turbine_monitor.skipped import Skipped
 
 logger = logging.getLogger(__name__)
 

@@ -58,7 +58,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     end_ts                      TIMESTAMPTZ,        -- NULL while the alert is open
     energy_lost_kwh             DOUBLE,
     records                     BIGINT,             -- records in the episode
-    mean_relative_residual      DOUBLE,             -- mean (power - expected) / expected
+    operating_records           BIGINT,             -- of which evidence (stopped: stop) records
+    mean_relative_residual      DOUBLE,             -- sum(power - expected) / sum(expected) over those
+    deficit_at_open             DOUBLE,             -- underperformance: relative deficit when it opened
+    channel                     VARCHAR,            -- underperformance: peer | absolute | both
     opened_at                   TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (turbine_id, kind, start_ts)

@@ -21,6 +21,8 @@ import duckdb
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from turbine_monitor.skipped import Skipped
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text()
@@ -188,10 +190,11 @@ class ScadaTableDataset(_WarehouseDataset):
 
 
 class AlertsDataset(_WarehouseDataset):
-    """The `alerts` table. `load()` returns it; `save(episodes)` merges the episodes the
-    detector recomputed, keyed by (turbine_id, kind, start_ts), in one transaction: new
-    episodes are inserted (`opened_at` = now), known ones get their end, energy and
-    counts updated. Newly opened alerts are logged."""
+    """The `alerts` table. `load()` returns it. `save(episodes)` replaces it, in one
+    transaction, with the episodes the detector recomputed from all predictions, keyed
+    by (turbine_id, kind, start_ts): a known episode keeps its `opened_at` (and its
+    `updated_at` unless it changed), a new one is stamped now and logged.
+    `save(Skipped(reason))` (nothing was detected, e.g. no champion) changes nothing."""
 
     _KEY = ("turbine_id", "kind", "start_ts")
 
@@ -199,8 +202,9 @@ class AlertsDataset(_WarehouseDataset):
         with self._connect() as con:
             return con.sql("SELECT * FROM alerts ORDER BY start_ts, turbine_id, kind").df()
 
-    def save(self, episodes: pd.DataFrame) -> None:
-        if episodes.empty:
+    def save(self, episodes: pd.DataFrame | Skipped) -> None:
+        if isinstance(episodes, Skipped):
+            logger.info("Alerts left as they are: %s.", episodes.reason)
             return
         key = ", ".join(self._KEY)
         with self._connect() as con:
@@ -209,13 +213,14 @@ class AlertsDataset(_WarehouseDataset):
             opened = con.sql(f"SELECT turbine_id, kind, start_ts FROM episodes ANTI JOIN alerts USING ({key})"
                              ).fetchall()
             con.execute(f"""
-                INSERT INTO alerts BY NAME SELECT * FROM episodes
-                ON CONFLICT ({key}) DO UPDATE SET
-                    end_ts = excluded.end_ts, energy_lost_kwh = excluded.energy_lost_kwh,
-                    records = excluded.records, mean_relative_residual = excluded.mean_relative_residual,
-                    updated_at = now()
-                WHERE alerts.end_ts IS DISTINCT FROM excluded.end_ts
-                   OR alerts.records IS DISTINCT FROM excluded.records""")
+                CREATE TEMP TABLE stored AS SELECT * FROM alerts;
+                DELETE FROM alerts;
+                INSERT INTO alerts BY NAME
+                SELECT e.*, coalesce(s.opened_at, now()) AS opened_at,
+                       CASE WHEN s.end_ts IS NOT DISTINCT FROM e.end_ts AND s.records = e.records
+                            THEN s.updated_at ELSE now() END AS updated_at
+                FROM episodes e LEFT JOIN stored s USING ({key});
+                DROP TABLE stored""")
             con.commit()
         for turbine, kind, start in opened:
             logger.warning("Alert opened: %s %s since %s.", turbine, kind, start)

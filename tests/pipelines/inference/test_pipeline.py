@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,33 @@ def test_a_stopped_turbine_is_scored_not_filtered(ws, write_landing):
     ws.run("inference")
     expected, residual = ws.sql("SELECT expected_power_kw, residual_kw FROM predictions")[0]
     assert expected > 1000 and residual == pytest.approx(-expected)
+
+
+def stoppage_export(start: datetime, records: int, power_kw: float) -> str:
+    """R80711 at 12 m/s for `records` records from `start`, producing `power_kw`."""
+    return HEADER + "".join(
+        f"R80711,{(start + timedelta(minutes=10 * i)).isoformat()},90.0,{power_kw},12.0,0.0,5.0,180.0,180.0\n"
+        for i in range(records))
+
+
+def test_a_stoppage_opens_a_stopped_alert_and_the_restart_closes_it(ws, write_landing):
+    """Two hours at 12 m/s producing nothing: one open `stopped` alert from the first
+    record; production resumes in the next delivery: the same alert ends there, with
+    the energy the model expected during the stop."""
+    start = datetime(2014, 2, 2, tzinfo=UTC)
+    write_landing("stop.csv", stoppage_export(start, 12, 0.0))
+    ws.run("inference")
+    assert ws.sql("SELECT kind, start_ts, end_ts FROM alerts WHERE turbine_id = 'R80711'") == [
+        ("stopped", start, None)]
+    opened_at = ws.scalar("SELECT opened_at FROM alerts")
+
+    write_landing("restart.csv", stoppage_export(start + timedelta(hours=2), 6, 1500.0))
+    ws.run("inference")
+    (alert,) = ws.sql("SELECT kind, start_ts, end_ts, opened_at, energy_lost_kwh FROM alerts "
+                      "WHERE turbine_id = 'R80711'")
+    assert alert[:4] == ("stopped", start, start + timedelta(hours=2), opened_at)
+    expected_kwh = ws.scalar("SELECT sum(expected_power_kw) / 6 FROM predictions WHERE power_kw = 0")
+    assert alert[4] == pytest.approx(expected_kwh)
 
 
 def test_no_champion_ends_successfully_and_scores_nothing(workspace, write_landing, tmp_path, monkeypatch):

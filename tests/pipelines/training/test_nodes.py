@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT, RAW_DIR
-from turbine_monitor.nbm import IecPowerCurve, RegisteredModel, Skipped, make_features
+from turbine_monitor.nbm import IecPowerCurve, RegisteredModel, make_features
 from turbine_monitor.pipelines.training.nodes import (
     decide_promotion,
     fit_power_model,
@@ -18,6 +18,7 @@ from turbine_monitor.pipelines.training.nodes import (
     select_training_window,
     split_by_time,
 )
+from turbine_monitor.skipped import Skipped
 
 PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())["training"]
 ASSETS = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")

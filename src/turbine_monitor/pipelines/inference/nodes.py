@@ -10,6 +10,7 @@ import pandas as pd
 
 from turbine_monitor.detection import detect_alerts
 from turbine_monitor.nbm import RegisteredModel
+from turbine_monitor.skipped import Skipped
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,12 @@ def score_new_rows(scada: pd.DataFrame, champion: RegisteredModel | None) -> pd.
     })
 
 
-def update_alerts(predictions: pd.DataFrame, champion: RegisteredModel | None, params: dict) -> pd.DataFrame:
+def update_alerts(predictions: pd.DataFrame, champion: RegisteredModel | None,
+                  params: dict) -> pd.DataFrame | Skipped:
     """Alert episodes (sustained underperformance, stoppages) recomputed from all
     predictions, judged against the calibration shipped with the champion."""
-    if champion is None or predictions.empty:
-        return pd.DataFrame()
+    if champion is None:
+        return Skipped("no champion model to judge residuals against")
     episodes = detect_alerts(predictions, champion.power_model.calibration, params)
-    open_now = episodes["end_ts"].isna().sum() if not episodes.empty else 0
-    logger.info("%d alert episodes, %d open.", len(episodes), open_now)
+    logger.info("%d alert episodes, %d open.", len(episodes), episodes["end_ts"].isna().sum())
     return episodes

@@ -15,13 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from turbine_monitor.nbm import (
-    IecPowerCurve,
-    ModelRelease,
-    PowerModel,
-    RegisteredModel,
-    Skipped,
-)
+from turbine_monitor.nbm import IecPowerCurve, ModelRelease, PowerModel, RegisteredModel
+from turbine_monitor.skipped import Skipped
 
 logger = logging.getLogger(__name__)
 
