@@ -4,7 +4,7 @@
 UV_VERSION := 0.13.9
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: setup run test lint viz mlflow-ui
+.PHONY: setup run test lint up viz mlflow-ui
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -20,6 +20,11 @@ test: setup lint
 
 lint: setup
 	uv run ruff check .
+
+## The whole monitor locally until Ctrl-C: bootstrap the warehouse if empty, a Prefect
+## server (unless PREFECT_API_URL is set), both deployments, a worker, the SCADA replay.
+up: setup
+	uv run python entrypoint/up.py
 
 ## Pipeline graph in the browser (http://127.0.0.1:4141).
 viz: setup

@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RAW_DIR = PROJECT_ROOT / "data" / "01_raw"
+# Runtime parameters that make training take seconds (a 30-day window, a small model).
+FAST_TRAINING = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
 
 
 class Workspace:
@@ -77,13 +79,19 @@ def _test_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         yield
 
 
+def landing_only_workspace(root: Path) -> Workspace:
+    """A Workspace under `root` with no bundled history (only the asset table): only
+    what a test drops in the landing zone is ingested."""
+    empty_raw = root / "raw"
+    empty_raw.mkdir(parents=True)
+    shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", empty_raw)
+    return Workspace(root / "ws", raw_dir=empty_raw)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     """No bundled history: only what a test drops in the landing zone is ingested."""
-    empty_raw = tmp_path / "raw"
-    empty_raw.mkdir()
-    shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", empty_raw)
-    return Workspace(tmp_path / "ws", raw_dir=empty_raw)
+    return landing_only_workspace(tmp_path)
 
 
 @pytest.fixture

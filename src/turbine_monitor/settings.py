@@ -22,4 +22,7 @@ CONFIG_LOADER_ARGS = {
         "project_root": lambda: PROJECT_ROOT.as_posix(),
     },
     "config_patterns": {"replay": ["replay*", "replay*/**"], "prefect": ["prefect*", "prefect*/**"]},
+    # conf/<env>/prefect.yml and replay.yml override only the keys they set (e.g. one
+    # deployment's interval); Kedro's default would replace the whole top-level section.
+    "merge_strategy": {"prefect": "soft", "replay": "soft"},
 }

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -41,7 +40,8 @@ from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
 from prefect.testing.utilities import prefect_test_harness
 
-from tests.conftest import RAW_DIR, Workspace, write_export_slice
+from tests.conftest import FAST_TRAINING, landing_only_workspace, write_export_slice
+from tests.orchestration.conftest import HOLD_LOCK
 from turbine_monitor.orchestration.flows import (
     inference_flow,
     load_config,
@@ -52,15 +52,7 @@ from turbine_monitor.orchestration.flows import (
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
 from turbine_monitor.pipelines import inference, training
 
-FAST = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
 HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
-HOLD_LOCK = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1])
-print("locked", flush=True)
-sys.stdin.readline()
-con.close()
-"""
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +70,10 @@ def trained(prefect_api, tmp_path_factory) -> Iterator[dict[str, Any]]:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        raw = root / "raw"
-        raw.mkdir()
-        shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", raw)
-        ws = Workspace(root / "ws", raw_dir=raw)
+        ws = landing_only_workspace(root)
         write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")
         ws.run("ingestion")
-        state = training_flow(conf_source=str(ws.conf), runtime_params=FAST, return_state=True)
+        state = training_flow(conf_source=str(ws.conf), runtime_params=FAST_TRAINING, return_state=True)
         yield {"state": state, "client": MlflowClient(uri)}
 
 

@@ -196,19 +196,26 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
     return None
 
 
-def register_deployment(deployment: str) -> UUID:
+def register_deployment(deployment: str, conf_source: str | None = None, env: str | None = None) -> UUID:
     """Create or update in place the interval-scheduled deployment `deployment`
-    (`prefect.yml`: deployments) on the process work pool, created if missing."""
-    config = load_config()
+    (`prefect.yml`: deployments) on the process work pool, created if missing.
+
+    The configuration is read from `conf_source` (default: the project's `conf/`) and
+    Kedro environment `env`; either one, when given, is also added to the deployment's
+    parameters, so that the flow runs read the same configuration."""
+    config = load_config(conf_source, env)
     pool, spec = config["work_pool"], config["deployments"][deployment]
+    parameters = {**spec["parameters"], **({"conf_source": conf_source} if conf_source else {}),
+                  **({"env": env} if env else {})}
     with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=pool["name"], type=pool["type"]))
     source = flow.from_source(source=str(PROJECT_ROOT), entrypoint=f"{FLOWS_FILE}:{spec['flow']}")
     return source.deploy(
         name=spec["name"], work_pool_name=pool["name"], work_queue_name=spec["work_queue"],
-        interval=spec["interval_seconds"], parameters=spec["parameters"], tags=spec["tags"],
+        interval=spec["interval_seconds"], parameters=parameters, tags=spec["tags"],
         concurrency_limit=ConcurrencyLimitConfig(limit=spec["concurrency_limit"],
                                                  collision_strategy=spec["collision_strategy"],
                                                  grace_period_seconds=spec["grace_period_seconds"]),
         ignore_warnings=True,  # the process work pool is deliberate (not `flow.serve()`)
+        print_next_steps=False,
     )

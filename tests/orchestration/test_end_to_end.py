@@ -1,0 +1,222 @@
+"""The whole stack for real, once on SQLite and once on PostgreSQL: a `prefect server`,
+both deployments registered from a temporary Kedro configuration with short intervals,
+a process worker running their scheduled runs, and SCADA exports landing meanwhile.
+Then: runs of both deployments completed, none failed or crashed, every new row scored,
+and the MLflow run of a training flow run tagged with that flow run's id.
+
+About 1.5 minutes per database. The run counts are printed (`pytest -s`) and written to
+`run_counts.json` in the test's tmp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from glob import glob
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.conftest import FAST_TRAINING, Workspace, landing_only_workspace, write_export_slice
+from tests.orchestration.conftest import free_port, wait_for
+from turbine_monitor.orchestration import stack
+from turbine_monitor.orchestration.flows import load_config
+
+INTERVALS_S = {"inference": 5, "training": 20}
+NEW_DAYS = 4  # one landing file per day of February 2014, ...
+DROP_EVERY_S = 4  # ... this often
+# A flow run process takes seconds to start, more on a busy machine: runs that start late
+# are still run rather than skipped as stale (`stale_after_intervals` is tested in test_flows).
+STALE_AFTER_INTERVALS = 20
+MIN_COMPLETED = {"inference": 3, "training": 2}
+IN_FLIGHT = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+# CI installs PostgreSQL (.ci/run) and sets this: there a missing PostgreSQL fails the test.
+REQUIRE_POSTGRES = os.environ.get("TURBINE_MONITOR_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
+
+
+def postgres_bindir() -> Path | None:
+    """Where initdb and pg_ctl are (Debian installs them off the PATH)."""
+    found = sorted(glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
+    return Path(found[-1]).parent if found[-1] else None
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free port of 127.0.0.1 (trust auth), for the
+    test only. As root, initdb and the server run as the `postgres` OS user, in a folder
+    it owns outside pytest's (root-only) tmp folder."""
+    bindir, missing = postgres_bindir(), None
+    if bindir is None:
+        missing = "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
+    elif os.geteuid() == 0 and not shutil.which("runuser"):
+        missing = "running as root without `runuser` to run PostgreSQL as another user"
+    elif os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")  # the Debian package creates it
+        except KeyError:
+            missing = "running as root and there is no `postgres` OS user to run PostgreSQL as"
+    if missing:
+        if REQUIRE_POSTGRES:
+            pytest.fail(missing)
+        pytest.skip(missing)
+    root, as_postgres = Path(tempfile.mkdtemp(prefix="turbine-monitor-pg-")), []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+
+    def pg(tool: str, *args: str) -> None:
+        done = subprocess.run([*as_postgres, str(bindir / tool), *args], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode:
+            log = root / "postgres.log"
+            pytest.fail(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}"
+                        f"{log.read_text() if log.exists() else ''}")
+
+    data, port = root / "data", free_port()
+    try:
+        pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
+        pg("pg_ctl", "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-t", "60", "-o",
+           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        try:
+            yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """The Prefect server's database: None = SQLite in its PREFECT_HOME."""
+    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """January 2014 ingested and a champion trained on it (plain Kedro), in an MLflow
+    store of the test's own, and a `conf/local/prefect.yml` that overrides only the
+    intervals, the training's runtime parameters and the worker's polling."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ws = landing_only_workspace(tmp_path)
+    write_export_slice(ws.landing / "2014-01.csv", "2014-01-01", "2014-02-01")
+    ws.run("ingestion")
+    ws.run("training", runtime_params=FAST_TRAINING)
+    (ws.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
+        "deployments": {"inference": {"interval_seconds": INTERVALS_S["inference"]},
+                        "training": {"interval_seconds": INTERVALS_S["training"],
+                                     "parameters": {"runtime_params": FAST_TRAINING}}},
+        "stale_after_intervals": STALE_AFTER_INTERVALS, "worker": {"query_seconds": 1}}}))
+    return ws
+
+
+def flow_runs(deployment_id: UUID) -> list[FlowRun]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
+
+
+def skipped(run: FlowRun) -> bool:
+    """Completed without doing its work: it started too late (flows.skip_if_stale)."""
+    return run.state.is_completed() and (run.state.message or "").startswith("Skipped")
+
+
+def worked(deployment_id: UUID) -> list[FlowRun]:
+    """The runs of the deployment that completed their pipeline."""
+    return [run for run in flow_runs(deployment_id) if run.state.is_completed() and not skipped(run)]
+
+
+def training_decisions(flow_run_ids: list[UUID]) -> dict[UUID, str]:
+    """The promotion decision of each training flow run that published one."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["training-summary"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids)))
+    return {a.flow_run_id: row["value"] for a in found for row in json.loads(a.data)
+            if row["name"] == "promotion_decision"}
+
+
+def drop_new_days(ws: Workspace) -> int:
+    """One CSV export per day of February 2014 into the landing zone, DROP_EVERY_S apart,
+    each written under a hidden name and renamed, as a SCADA export (and the replay) does:
+    a run must never ingest a file half-written."""
+    rows = 0
+    for day in range(1, NEW_DAYS + 1):
+        time.sleep(DROP_EVERY_S)
+        final = ws.landing / f"2014-02-{day:02d}.csv"
+        hidden = final.with_name(f".{final.name}.tmp")
+        rows += write_export_slice(hidden, f"2014-02-{day:02d}", f"2014-02-{day + 1:02d}")
+        os.replace(hidden, final)
+    return rows
+
+
+def test_scheduled_runs_ingest_score_and_retrain(database_url, champion_workspace, tmp_path, request):
+    ws = champion_workspace
+    config = load_config(str(ws.conf))
+    home = tmp_path / "prefect-home"
+    with (stack.prefect_server(port=free_port(), home=home, database_url=database_url,
+                               log_file=tmp_path / "server.log") as api_url,
+          temporary_settings({PREFECT_API_URL: api_url})):
+        ids = stack.register_deployments(conf_source=str(ws.conf))
+        with stack.prefect_worker(config["work_pool"]["name"], api_url, env={"PREFECT_HOME": str(home)},
+                                  log_file=tmp_path / "worker.log", conf_source=str(ws.conf)):
+            new_rows = drop_new_days(ws)
+            last_drop = datetime.now(UTC)
+            wait_for(lambda: any(run.start_time > last_drop for run in worked(ids["inference"])),
+                     "an inference run started after the last file landed")
+            wait_for(lambda: any(not d.startswith("skipped") for d in training_decisions(
+                [run.id for run in worked(ids["training"])]).values()),
+                     "a training run that trained a model")
+            for name, deployment_id in ids.items():
+                wait_for(lambda i=deployment_id, n=name: len(worked(i)) >= MIN_COMPLETED[n],
+                         f"{MIN_COMPLETED[name]} {name} runs to complete their pipeline")
+            with get_client(sync_client=True) as client:  # no new runs; wait for those under way
+                for deployment_id in ids.values():
+                    client.pause_deployment(deployment_id)
+            wait_for(lambda: not any(run.state.type in IN_FLIGHT for deployment_id in ids.values()
+                                     for run in flow_runs(deployment_id)), "the runs under way to finish")
+        runs = {name: flow_runs(deployment_id) for name, deployment_id in ids.items()}
+        decisions = training_decisions([run.id for run in runs["training"]])
+
+    counts = {name: dict(Counter(run.state.name for run in found)) for name, found in runs.items()}
+    report = {"database": request.node.callspec.params["database_url"], "states": counts,
+              "completed_but_skipped_as_stale": {name: sum(map(skipped, runs[name])) for name in runs},
+              "training_decisions": sorted(decisions.values())}
+    (tmp_path / "run_counts.json").write_text(json.dumps(report, indent=2))
+    print(f"\nend-to-end run counts ({tmp_path / 'run_counts.json'}): {json.dumps(report)}")
+
+    for name, found in runs.items():
+        assert not [run.state for run in found if run.state.is_failed() or run.state.is_crashed()], name
+        assert counts[name].get("Completed", 0) >= MIN_COMPLETED[name], counts
+
+    assert new_rows > 0 and ws.scalar("SELECT count(*) FROM scada WHERE ts >= '2014-02-01'") == new_rows
+    assert ws.scalar("SELECT count(*) FROM ingested_files "
+                     "WHERE source_file LIKE '%2014-02-%' AND status = 'ingested'") == NEW_DAYS
+    assert ws.scalar("SELECT count(*) FROM scada ANTI JOIN predictions USING (turbine_id, ts)") == 0
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("turbine-monitor").experiment_id
+    tagged = {run.data.tags["prefect_flow_run_id"]: run for run in client.search_runs([experiment])
+              if "prefect_flow_run_id" in run.data.tags}
+    training_ids = {str(run.id) for run in runs["training"] if run.state.is_completed()}
+    assert tagged and set(tagged) <= training_ids  # every tagged MLflow run is a completed flow run
+    assert any("promotion_decision" in run.data.tags for run in tagged.values())  # one of them trained

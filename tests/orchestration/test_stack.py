@@ -1,0 +1,110 @@
+"""The local stack's building blocks (orchestration/stack.py): process groups stopped
+whole, a server refuses a port in use, deployments registered from a temporary
+configuration, and a worker stopped mid-run leaves no run holding its deployment's slot."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.conftest import Workspace, write_export_slice
+from tests.orchestration.conftest import HOLD_LOCK, free_port, wait_for
+from turbine_monitor.orchestration import stack
+from turbine_monitor.orchestration.flows import load_config
+
+# A process that ignores SIGTERM and starts a grandchild in its group, then says so.
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_stop_group_kills_the_whole_group_even_a_process_ignoring_sigterm():
+    process = subprocess.Popen([sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    grandchild = int(process.stdout.readline())
+    assert alive(grandchild)
+    stack.stop_group(process, grace_s=1)
+    assert process.returncode == -signal.SIGKILL
+    wait_for(lambda: not alive(grandchild), "the grandchild to be gone")
+
+
+def test_a_server_cannot_start_on_a_port_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        expected = f"127.0.0.1:{port}: Address already in use.*PREFECT_API_URL="
+        with pytest.raises(RuntimeError, match=expected), stack.prefect_server(port=port, home=tmp_path):
+            pass
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    with stack.prefect_server(port=free_port(), home=home, log_file=home / "server.log") as url, \
+            temporary_settings({PREFECT_API_URL: url}):
+        yield url
+
+
+def test_deployments_carry_the_configuration_they_were_registered_from(api_url, workspace):
+    (workspace.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {"deployments": {
+        "inference": {"interval_seconds": 7}}}}))
+    ids = stack.register_deployments(conf_source=str(workspace.conf), env="local")
+    assert set(ids) == {"training", "inference"}
+    with get_client(sync_client=True) as client:
+        inference = client.read_deployment(ids["inference"])
+        training = client.read_deployment(ids["training"])
+    assert inference.parameters == {"env": "local", "conf_source": str(workspace.conf)}
+    assert [s.schedule.interval for s in inference.schedules] == [timedelta(seconds=7)]
+    assert [s.schedule.interval for s in training.schedules] == [timedelta(seconds=120)]  # from base
+
+
+def test_a_worker_stopped_mid_run_leaves_it_crashed_and_frees_its_slot(api_url, workspace: Workspace,
+                                                                        tmp_path):
+    """Inference stuck on a warehouse another process holds locked: stop the worker while
+    the run is Running; the run ends Crashed and the deployment's slot is free again."""
+    write_export_slice(workspace.landing / "jan.csv", "2014-01-01", "2014-01-02")
+    (workspace.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
+        "deployments": {"inference": {"interval_seconds": 3600}}, "worker": {"query_seconds": 1}}}))
+    ids = stack.register_deployments(conf_source=str(workspace.conf))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workspace.warehouse)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    runs = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[ids["inference"]]))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with get_client(sync_client=True) as client:
+            client.create_flow_run_from_deployment(ids["inference"])  # now, not at the next interval
+            with stack.prefect_worker(load_config(str(workspace.conf))["work_pool"]["name"], api_url,
+                                      conf_source=str(workspace.conf), log_file=tmp_path / "worker.log"):
+                running = wait_for(lambda: [r for r in client.read_flow_runs(flow_run_filter=runs)
+                                            if r.state.is_running()], "an inference run to be running")
+            stopped = [client.read_flow_run(run.id) for run in running]
+            deployment = client.read_deployment(ids["inference"])
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert {(r.state.name, r.state.message) for r in stopped} == {("Crashed", stack.STOPPED_WITH_WORKER)}
+    assert deployment.global_concurrency_limit.active_slots == 0

@@ -1,0 +1,37 @@
+"""Project settings: a `conf/local` file overrides only the keys it sets."""
+
+from __future__ import annotations
+
+import yaml
+from kedro.config import OmegaConfigLoader
+from kedro.framework.project import settings
+from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import PROJECT_ROOT, Workspace
+from turbine_monitor.orchestration.flows import load_config
+
+
+def test_a_local_prefect_yml_overrides_one_deployment_key_and_keeps_the_rest(workspace: Workspace):
+    base = load_config(str(workspace.conf))
+    (workspace.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
+        "deployments": {"inference": {"interval_seconds": 5},
+                        "training": {"parameters": {"runtime_params": {"training": {"window_days": 30}}}}},
+        "worker": {"query_seconds": 1}}}))
+    merged = load_config(str(workspace.conf))
+
+    assert merged["deployments"]["inference"] == {**base["deployments"]["inference"], "interval_seconds": 5}
+    assert merged["deployments"]["training"] == {**base["deployments"]["training"], "parameters": {
+        "env": "local", "runtime_params": {"training": {"window_days": 30}}}}
+    assert merged["worker"] == {**base["worker"], "query_seconds": 1}
+    assert {k: v for k, v in merged.items() if k not in ("deployments", "worker")} == {
+        k: v for k, v in base.items() if k not in ("deployments", "worker")}
+
+
+def test_a_local_replay_yml_overrides_only_the_speed(workspace: Workspace):
+    (workspace.conf / "local" / "replay.yml").write_text(yaml.safe_dump({"replay": {"speed": 60}}))
+    bootstrap_project(PROJECT_ROOT)
+    loader = OmegaConfigLoader(conf_source=str(workspace.conf), **settings.CONFIG_LOADER_ARGS)
+    replay = loader["replay"]["replay"]
+    assert replay["speed"] == 60
+    assert replay["landing"] == str(workspace.landing)  # the rest still comes from base
+    assert replay["state_file"] == "data/replay_state.json"
