@@ -121,7 +121,11 @@ def test_retraining_gate_skips_when_nothing_is_newer_than_the_champion():
     rows = scada(days=4)
     model, _ = trained(rows, max_iter=20)
     champion = RegisteredModel("1", "run", model)
-    assert select_training_window(rows, champion, PARAMS).empty
+    window = select_training_window(rows, champion, PARAMS)
+    assert window.empty
+    split = split_by_time(flag_normal_operation(window, ASSETS, PARAMS), PARAMS)
+    skipped = fit_power_model(split, ASSETS, PARAMS)
+    assert isinstance(skipped, Skipped) and "no new data" in skipped.reason
     newer = pd.concat([rows, scada(days=4.1).iloc[[-1]]])
     assert len(select_training_window(newer, champion, PARAMS)) == len(newer)
 

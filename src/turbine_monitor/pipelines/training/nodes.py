@@ -90,6 +90,8 @@ def fit_power_model(split_window: pd.DataFrame, asset_table: pd.DataFrame,
     """Fit the estimator and the IEC baseline on the normal-operation training rows.
     Features are computed on every row of the window (trailing context), the fit uses
     the normal ones only."""
+    if split_window.empty:
+        return Skipped("no new data since the champion's training data (or no data at all)")
     train = split_window["split"].eq("train") & split_window["exclusion"].isna()
     if not train.any():
         return Skipped("no normal-operation training rows in the window")
