@@ -242,12 +242,17 @@ def _calibration_lookup(calibration: pd.DataFrame, rec: Records) -> tuple[np.nda
     bins = np.sort(calibration["wind_bin_ms"].unique())
     width = float(np.diff(bins).min()) if len(bins) > 1 else 1.0
     table = calibration.assign(bin=np.round(calibration["wind_bin_ms"] / width).astype(int))
-    top = table.groupby("turbine_id")["bin"].max()
-    wind_bin = np.floor(np.nan_to_num(rec.wind) / width).astype(int)
-    wind_bin = np.minimum(wind_bin, pd.Series(rec.turbine).map(top).fillna(0).astype(int).to_numpy())
-    table = table.set_index(["turbine_id", "bin"])
-    key = pd.MultiIndex.from_arrays([rec.turbine, wind_bin])
-    return table["q0.5"].reindex(key).fillna(0.0).to_numpy(), table["std_kw"].reindex(key).to_numpy()
+    names = pd.Index(rec.turbine[rec.first_of_turbine])  # names[code]
+    table = table[table["turbine_id"].isin(names)]
+    median = np.zeros((rec.n_turbines, table["bin"].max() + 1 if len(table) else 1))
+    std = np.full_like(median, np.nan)
+    top = np.zeros(rec.n_turbines, dtype=int)
+    code = names.get_indexer(table["turbine_id"])
+    median[code, table["bin"]] = table["q0.5"].fillna(0.0)
+    std[code, table["bin"]] = table["std_kw"]
+    np.maximum.at(top, code, table["bin"].to_numpy())
+    wind_bin = np.minimum(np.floor(np.nan_to_num(rec.wind) / width).astype(int), top[rec.codes])
+    return median[rec.codes, wind_bin], std[rec.codes, wind_bin]
 
 
 def _episodes(rec: Records, state: np.ndarray, kind: str) -> pd.DataFrame:

@@ -108,11 +108,11 @@ class DuckDBQueryDataset(_WarehouseDataset):
 
 
 class ScadaTableDataset(_WarehouseDataset):
-    """The `scada` table. `load()` returns the result of `query` (default: the whole
-    table). `save(batch)` commits one ingestion batch to `scada`, `scada_quarantine`
-    and `ingested_files` in a single transaction, so a killed run leaves no
-    half-ingested file. Being one dataset, it orders every pipeline that reads `scada`
-    after the ingestion that writes it.
+    """The `scada` table. `load()` returns the whole table; `save(batch)` commits one
+    ingestion batch to `scada`, `scada_quarantine` and `ingested_files` in a single
+    transaction, so a killed run leaves no half-ingested file. (The catalog reads
+    `scada` through queries transcoded with it, `scada@...`, so that every pipeline
+    reading it runs after the ingestion that writes it.)
 
     The batch is a dict of three DataFrames from the ingestion pipeline:
     `files` (one row per source file, counts from validation), `scada` (validated rows,
@@ -128,14 +128,9 @@ class ScadaTableDataset(_WarehouseDataset):
     _VALUES = ("power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
                "pitch_deg", "nacelle_angle_deg", "vane_angle_deg")
 
-    def __init__(self, filepath: str, query: str = "SELECT * FROM scada", lock_timeout_s: float = 60.0,
-                 metadata: dict | None = None):
-        super().__init__(filepath, lock_timeout_s, metadata)
-        self._query = query
-
     def load(self) -> pd.DataFrame:
         with self._connect() as con:
-            return con.sql(self._query).df()
+            return con.sql("SELECT * FROM scada").df()
 
     def save(self, data: dict[str, pd.DataFrame]) -> None:
         if data["files"].empty:

@@ -65,9 +65,12 @@ def test_only_new_rows_are_scored_and_a_rerun_changes_nothing(ws):
 
 
 def test_predictions_are_the_champion_model_outputs(ws, registry):
+    """Also when a run scores new rows with only the recent history loaded."""
     import mlflow
 
     write_export_slice(ws.landing / "a.csv", "2014-02-01", "2014-02-02")
+    ws.run("inference")
+    write_export_slice(ws.landing / "b.csv", "2014-02-02", "2014-02-02 01:00")
     ws.run("inference")
     version = MlflowClient(registry).get_model_version_by_alias("turbine-power-nbm", "champion").version
     assert ws.sql("SELECT DISTINCT model_version FROM predictions") == [(str(version),)]
@@ -82,6 +85,12 @@ def test_predictions_are_the_champion_model_outputs(ws, registry):
     expected = model.predict(frame)
     stored = [r[0] for r in ws.sql("SELECT expected_power_kw FROM predictions ORDER BY turbine_id, ts")]
     assert stored == pytest.approx(list(expected), nan_ok=True)
+
+
+def test_scoring_with_less_history_than_the_champion_reads_fails_clearly(ws):
+    write_export_slice(ws.landing / "a.csv", "2014-02-01", "2014-02-02")
+    with pytest.raises(ValueError, match="raise model.scoring_history_hours"):
+        ws.run("inference", {"inference": {"scoring": {"history_hours": 1}}})
 
 
 def test_unscorable_rows_get_a_reason_and_are_not_retried(ws, write_landing):

@@ -18,9 +18,10 @@ PREDICTION_COLUMNS = ["turbine_id", "ts", "expected_power_kw", "power_kw", "resi
                       "model_version", "unscored_reason"]
 
 
-def score_new_rows(scada: pd.DataFrame, champion: RegisteredModel | None) -> pd.DataFrame:
+def score_new_rows(scada: pd.DataFrame, champion: RegisteredModel | None, params: dict) -> pd.DataFrame:
     """Expected power and residual for every `scada` row without a prediction, by the
-    champion, reading the history the model's trailing features need. Every row gets a
+    champion, reading the history the model's trailing features need (`scada` holds
+    `params["history_hours"]` of it before the first unscored row). Every row gets a
     prediction row: one the model cannot score (no wind speed) gets NULL expected power
     and an `unscored_reason`, so it is neither dropped nor retried. Derated or faulty
     rows are scored like any other."""
@@ -32,6 +33,11 @@ def score_new_rows(scada: pd.DataFrame, champion: RegisteredModel | None) -> pd.
     if todo.empty:
         logger.info("No new rows to score.")
         return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    if champion.power_model.history_needed > pd.Timedelta(hours=params["history_hours"]):
+        raise ValueError(
+            f"Champion version {champion.version} reads {champion.power_model.history_needed} of history "
+            f"before a row, but scoring loads {params['history_hours']} h: raise "
+            "model.scoring_history_hours in conf/base/globals.yml.")
     expected = champion.power_model.predict_rows(todo.index, scada)
     logger.info("Scored %d rows with champion version %s.", len(todo), champion.version)
     return pd.DataFrame({

@@ -10,7 +10,8 @@ from .nodes import score_new_rows, update_alerts
 
 def create_scoring_pipeline() -> Pipeline:
     return pipeline([
-        node(score_new_rows, ["scada", "model_registry"], "predictions", name="score_new_rows"),
+        node(score_new_rows, ["scada@unscored", "model_registry", "params:inference.scoring"], "predictions",
+             name="score_new_rows"),
         node(update_alerts, ["predictions", "model_registry", "params:inference.alerts"], "alerts",
              name="update_alerts"),
     ])

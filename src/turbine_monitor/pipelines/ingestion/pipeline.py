@@ -42,7 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 assemble_ingestion_batch,
                 inputs=["deduplicated_records", "raw_records", "checked_sources"],
-                outputs="scada",
+                outputs="scada@batch",
                 name="assemble_ingestion_batch",
             ),
         ]

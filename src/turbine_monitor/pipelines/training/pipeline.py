@@ -18,7 +18,7 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(select_training_window, ["scada", "current_champion", "params:training"],
+            node(select_training_window, ["scada@history", "current_champion", "params:training"],
                  "training_window", name="select_training_window"),
             node(flag_normal_operation, ["training_window", "asset_table", "params:training"],
                  "flagged_window", name="flag_normal_operation"),
