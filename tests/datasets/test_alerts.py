@@ -1,13 +1,14 @@
-"""The `alerts` table as the detector's episodes: replaced in one transaction, known
-episodes keeping when they were first opened."""
+"""The `alerts` table as the detector's episodes: the recomputed part replaced in one
+transaction, known episodes keeping when they were first opened, earlier ones final."""
 
 from __future__ import annotations
 
+import duckdb
 import pandas as pd
 import pytest
 
 from turbine_monitor.datasets import AlertsDataset
-from turbine_monitor.detection import EPISODE_COLUMNS
+from turbine_monitor.detection import EPISODE_COLUMNS, AlertUpdate
 from turbine_monitor.skipped import Skipped
 
 T0 = pd.Timestamp("2015-05-01", tz="UTC")
@@ -21,9 +22,11 @@ def episode(turbine: str, kind: str, start_h: float, end_h: float | None, record
             "channel": "peer" if kind == "underperformance" else None}
 
 
-def frame(*episodes: dict) -> pd.DataFrame:
-    return pd.DataFrame(list(episodes), columns=EPISODE_COLUMNS).astype(
+def frame(*episodes: dict, since_h: float = 0) -> AlertUpdate:
+    """The episodes as recomputed from `since_h` hours after T0 on."""
+    table = pd.DataFrame(list(episodes), columns=EPISODE_COLUMNS).astype(
         {"start_ts": "datetime64[us, UTC]", "end_ts": "datetime64[us, UTC]"})
+    return AlertUpdate(T0 + pd.Timedelta(hours=since_h), table, T0 + pd.Timedelta(days=30))
 
 
 @pytest.fixture
@@ -67,6 +70,18 @@ def test_the_table_holds_exactly_the_latest_episodes(alerts):
     alerts.save(frame(episode("R80711", "underperformance", 3, None, 20)))
     table = alerts.load()
     assert list(table["start_ts"]) == [T0 + pd.Timedelta(hours=3)]
+
+
+def test_episodes_before_the_recomputed_part_are_final(alerts, tmp_path):
+    alerts.save(frame(episode("R80711", "stopped", 0, 2, 12), episode("R80711", "stopped", 10, None, 3)))
+    alerts.save(frame(episode("R80711", "stopped", 10, 14, 24), episode("R80721", "stopped", 12, None, 3),
+                      since_h=8))
+    table = by_key(alerts.load())
+    assert {(k[0], (k[2] - T0) / pd.Timedelta(hours=1), r.records) for k, r in table.items()} == {
+        ("R80711", 0, 12), ("R80711", 10, 24), ("R80721", 12, 3)}
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.sql("SELECT scored_through FROM alert_detection").fetchall() == [(T0 + pd.Timedelta(days=30),)]
+    con.close()
 
 
 def test_skipped_detection_leaves_the_table_alone(alerts):

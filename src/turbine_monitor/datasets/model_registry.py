@@ -26,7 +26,8 @@ _PACKAGE_DIR = Path(turbine_monitor.__file__).parent
 
 
 class ModelRegistryDataset(AbstractDataset[RegisteredModel | None, ModelRelease | Skipped]):
-    """`load()`: the version `alias` points to (None when no version has it yet).
+    """`load()`: the version `alias` points to (None when no version has it yet); the
+    alias is resolved on every load, the model read once per version.
 
     `save(release)`: log the model as a pyfunc (with its feature engineering, signature
     and input example) in the active MLflow run, register it as a new version of
@@ -42,6 +43,7 @@ class ModelRegistryDataset(AbstractDataset[RegisteredModel | None, ModelRelease 
         self._alias = alias
         self._challenger_alias = challenger_alias
         self.metadata = metadata
+        self._loaded: RegisteredModel | None = None
 
     def load(self) -> RegisteredModel | None:
         client = MlflowClient()
@@ -51,13 +53,15 @@ class ModelRegistryDataset(AbstractDataset[RegisteredModel | None, ModelRelease 
             if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or "not found" in str(exc).lower():
                 return None
             raise
-        # By version: the alias may move meanwhile. The model was logged from this
-        # project's locked environment, so skip MLflow's check of the installed packages
-        # against its requirements (it reads every distribution's metadata: ~0.3 s).
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{self._model_name}/{version.version}",
-                                          suppress_warnings=True)
-        return RegisteredModel(version=version.version, run_id=version.run_id,
-                               power_model=pyfunc.unwrap_python_model().power_model)
+        if self._loaded is None or self._loaded.version != version.version:
+            # By version: the alias may move meanwhile. The model was logged from this
+            # project's locked environment, so skip MLflow's check of the installed
+            # packages against its requirements (it reads every distribution's metadata).
+            pyfunc = mlflow.pyfunc.load_model(f"models:/{self._model_name}/{version.version}",
+                                              suppress_warnings=True)
+            self._loaded = RegisteredModel(version=version.version, run_id=version.run_id,
+                                           power_model=pyfunc.unwrap_python_model().power_model)
+        return self._loaded
 
     def save(self, release: ModelRelease | Skipped) -> None:
         if isinstance(release, Skipped):

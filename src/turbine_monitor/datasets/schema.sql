@@ -66,3 +66,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (turbine_id, kind, start_ts)
 );
+
+-- How far alert detection has read: the newest `predictions.scored_at` of its last run.
+-- The next run recomputes from the first prediction scored after it (or earlier).
+CREATE TABLE IF NOT EXISTS alert_detection (
+    scored_through              TIMESTAMPTZ NOT NULL,
+    updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now()
+);

@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from turbine_monitor.detection import AlertUpdate
 from turbine_monitor.skipped import Skipped
 
 logger = logging.getLogger(__name__)
@@ -185,11 +186,12 @@ class ScadaTableDataset(_WarehouseDataset):
 
 
 class AlertsDataset(_WarehouseDataset):
-    """The `alerts` table. `load()` returns it. `save(episodes)` replaces it, in one
-    transaction, with the episodes the detector recomputed from all predictions, keyed
-    by (turbine_id, kind, start_ts): a known episode keeps its `opened_at` (and its
-    `updated_at` unless it changed), a new one is stamped now and logged.
-    `save(Skipped(reason))` (nothing was detected, e.g. no champion) changes nothing."""
+    """The `alerts` table. `load()` returns it. `save(update)` stores an `AlertUpdate`
+    in one transaction: the episodes starting at or after `update.since` are replaced
+    by the recomputed ones, keyed by (turbine_id, kind, start_ts): a known episode
+    keeps its `opened_at` (and its `updated_at` unless it changed), a new one is
+    stamped now and logged; earlier episodes stay as they are; `alert_detection`
+    records `update.scored_through`. `save(Skipped(reason))` changes nothing."""
 
     _KEY = ("turbine_id", "kind", "start_ts")
 
@@ -197,25 +199,29 @@ class AlertsDataset(_WarehouseDataset):
         with self._connect() as con:
             return con.sql("SELECT * FROM alerts ORDER BY start_ts, turbine_id, kind").df()
 
-    def save(self, episodes: pd.DataFrame | Skipped) -> None:
-        if isinstance(episodes, Skipped):
-            logger.info("Alerts left as they are: %s.", episodes.reason)
+    def save(self, update: AlertUpdate | Skipped) -> None:
+        if isinstance(update, Skipped):
+            logger.info("Alerts left as they are: %s.", update.reason)
             return
         key = ", ".join(self._KEY)
         with self._connect() as con:
             con.begin()
-            con.register("episodes", episodes)
+            con.register("episodes", update.episodes)
             opened = con.sql(f"SELECT turbine_id, kind, start_ts FROM episodes ANTI JOIN alerts USING ({key})"
                              ).fetchall()
+            con.execute("CREATE TEMP TABLE stored AS SELECT * FROM alerts WHERE start_ts >= $since",
+                        {"since": update.since})
+            con.execute("DELETE FROM alerts WHERE start_ts >= $since", {"since": update.since})
             con.execute(f"""
-                CREATE TEMP TABLE stored AS SELECT * FROM alerts;
-                DELETE FROM alerts;
                 INSERT INTO alerts BY NAME
                 SELECT e.*, coalesce(s.opened_at, now()) AS opened_at,
                        CASE WHEN s.end_ts IS NOT DISTINCT FROM e.end_ts AND s.records = e.records
                             THEN s.updated_at ELSE now() END AS updated_at
-                FROM episodes e LEFT JOIN stored s USING ({key});
-                DROP TABLE stored""")
+                FROM episodes e LEFT JOIN stored s USING ({key})""")
+            con.execute("DROP TABLE stored")
+            con.execute("DELETE FROM alert_detection")
+            con.execute("INSERT INTO alert_detection (scored_through) VALUES ($at)",
+                        {"at": update.scored_through})
             con.commit()
         for turbine, kind, start in opened:
             logger.warning("Alert opened: %s %s since %s.", turbine, kind, start)

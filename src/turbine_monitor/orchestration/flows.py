@@ -28,6 +28,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.framework.project import settings
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import CatalogProtocol
 from prefect import flow, get_client, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.actions import WorkPoolCreate
@@ -70,12 +71,18 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 class FlowRunHooks:
     """Kedro hooks a flow adds to its session: tag the MLflow run kedro-mlflow opened
-    (if any) with the Prefect flow run id, and count the rows each dataset saved."""
+    (if any) with the Prefect flow run id, count the rows each dataset saved, and keep
+    the session's catalog (to read results after the run)."""
 
     def __init__(self, flow_run_id: str):
         self.flow_run_id = flow_run_id
         self.mlflow_run_id: str | None = None
         self.rows_saved: dict[str, int] = {}
+        self.catalog: CatalogProtocol | None = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog: CatalogProtocol) -> None:
+        self.catalog = catalog
 
     @hook_impl(trylast=True)  # after kedro-mlflow's hook has started the run
     def before_pipeline_run(self) -> None:
@@ -178,7 +185,7 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
     started = datetime.now(UTC)
     with kedro_session(env, runtime_params, conf_source, hooks) as session:
         session.run(pipeline_names=["inference"], runner=PrefectTaskRunner(config["tasks"]))
-        alerts = session.load_context().catalog.load("alerts")
+        alerts = hooks.catalog.load("alerts")
     # The warehouse stamps an alert's `opened_at` when it first stores it: no need to
     # open the (possibly locked) warehouse before the nodes, which retry a lock.
     opened = alerts[alerts["opened_at"] >= started]
@@ -187,7 +194,7 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
                    resource={"prefect.resource.id": f"turbine-monitor.turbine.{alert['turbine_id']}"},
                    payload=alert)
     open_alerts = alerts[alerts["end_ts"].isna()]
-    rows_scored = hooks.rows_saved.get("predictions", 0)
+    rows_scored = hooks.rows_saved.get("predictions@table", 0)
     create_table_artifact(
         records(open_alerts[["turbine_id", "kind", "start_ts", "records", "energy_lost_kwh"]]),
         key="inference-summary",

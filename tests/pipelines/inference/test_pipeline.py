@@ -178,3 +178,48 @@ def test_inference_reads_landing_files_first(ws):
     ws.run("inference")
     assert ws.scalar("SELECT count(*) FROM ingested_files") == 1
     assert counts(ws)[1] == counts(ws)[0] > 0
+
+
+def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, registry):
+    """Each run recomputes only the episodes that can still change (globals `alerts`),
+    reading a lookback before them: February 2014 delivered two days at a time, R80721
+    derated by 15 % for a week, gives the episodes the detector finds over all the
+    predictions at once. Short lookback and baselines, so that the month spans several."""
+    import mlflow
+    import pandas as pd
+    import yaml
+
+    from turbine_monitor.detection import detect_alerts
+
+    settings = ws.globals() | {"alerts": {"recompute_days": 1, "lookback_days": 6}}
+    (ws.conf / "local" / "globals.yml").write_text(yaml.safe_dump(settings))
+    short = {"inference": {"alerts": {"baseline_days": 3, "baseline_min_days": 2, "lookback_days": 6}}}
+    days = pd.date_range("2014-02-01", "2014-03-01", freq="2D", tz="UTC")
+    for start, end in zip(days[:-1], days[1:], strict=True):
+        path = ws.landing / f"{start:%Y%m%d}.csv"
+        write_export_slice(path, start.isoformat(), end.isoformat())
+        export = pd.read_csv(path)
+        derated = (export["Wind_turbine_name"] == "R80721") & export["Date_time"].between(
+            "2014-02-08", "2014-02-15")
+        export.loc[derated, "P_avg"] *= 0.85
+        export.to_csv(path, index=False)
+        ws.run("inference", short)
+
+    mlflow.set_tracking_uri(registry)
+    calibration = mlflow.pyfunc.load_model("models:/turbine-power-nbm@champion").unwrap_python_model(
+    ).power_model.calibration
+    params = yaml.safe_load((ws.conf / "base" / "parameters_inference.yml").read_text())["inference"][
+        "alerts"]
+    predictions = pd.DataFrame(ws.sql("SELECT turbine_id, ts, power_kw, wind_speed_ms, expected_power_kw "
+                                      "FROM predictions"),
+                               columns=["turbine_id", "ts", "power_kw", "wind_speed_ms", "expected_power_kw"])
+    whole = detect_alerts(predictions, calibration, params | short["inference"]["alerts"])
+    columns = ["turbine_id", "kind", "start_ts", "end_ts", "records", "operating_records"]
+    stored = pd.DataFrame(ws.sql(f"SELECT {', '.join(columns)} FROM alerts"), columns=columns)
+
+    def episodes(table: pd.DataFrame) -> list[tuple]:
+        return sorted((t, k, pd.Timestamp(s), None if pd.isna(e) else pd.Timestamp(e), int(r), int(o))
+                      for t, k, s, e, r, o in table[columns].itertuples(index=False))
+
+    assert ("R80721", "underperformance") in {(t, k) for t, k, *_ in episodes(whole)}
+    assert episodes(stored) == episodes(whole)

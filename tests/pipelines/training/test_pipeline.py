@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import PROJECT_ROOT, write_export_slice
+from turbine_monitor.datasets import ModelRegistryDataset
 
 MODEL = "turbine-power-nbm"
 FAST = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
@@ -64,6 +65,19 @@ def test_champion_challenger_lifecycle(tracked):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert artifacts == {"figures/power_curves.png", "figures/residual_distribution.png",
                          "figures/residuals_over_time.png"}
+
+
+def test_the_champion_is_read_once_per_version_and_follows_the_alias(tracked):
+    ws, client = tracked
+    write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")
+    ws.run("__default__", POOR)
+    write_export_slice(ws.landing / "feb.csv", "2014-02-01", "2014-02-08")
+    ws.run("__default__", FAST)
+    champion = ModelRegistryDataset(MODEL)
+    first = champion.load()
+    assert str(first.version) == "2" and champion.load() is first
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    assert str(champion.load().version) == "1"
 
 
 def test_champion_loads_and_predicts_in_a_fresh_process(tracked):

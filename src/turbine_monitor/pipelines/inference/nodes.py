@@ -1,5 +1,5 @@
 """Nodes of the inference pipeline: score the rows that have no prediction yet with
-the champion, then recompute the alert episodes from the predictions."""
+the champion, then recompute the alert episodes that can still change."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from turbine_monitor.detection import detect_alerts
+from turbine_monitor.detection import AlertUpdate, detect_alerts
 from turbine_monitor.nbm import RegisteredModel
 from turbine_monitor.skipped import Skipped
 
@@ -49,11 +49,23 @@ def score_new_rows(scada: pd.DataFrame, champion: RegisteredModel | None, params
 
 
 def update_alerts(predictions: pd.DataFrame, champion: RegisteredModel | None,
-                  params: dict) -> pd.DataFrame | Skipped:
-    """Alert episodes (sustained underperformance, stoppages) recomputed from all
-    predictions, judged against the calibration shipped with the champion."""
+                  params: dict) -> AlertUpdate | Skipped:
+    """The alert episodes (sustained underperformance, stoppages) that can still change,
+    judged against the calibration shipped with the champion. `predictions` holds the
+    part to recompute, from its `recompute_from` on, and `lookback_days` before it for
+    the detector's trailing windows and baselines; episodes starting earlier are final."""
     if champion is None:
         return Skipped("no champion model to judge residuals against")
+    if predictions.empty:
+        return Skipped("no predictions yet")
+    needed = params["baseline_days"] + params["baseline_gap_days"] + 1
+    if params["lookback_days"] < needed:
+        raise ValueError(f"Alert detection reads {params['lookback_days']} days before the episodes it "
+                         f"recomputes, but its baselines need {needed}: raise alerts.lookback_days in "
+                         "conf/base/globals.yml.")
+    since = predictions["recompute_from"].iloc[0]
     episodes = detect_alerts(predictions, champion.power_model.calibration, params)
-    logger.info("%d alert episodes, %d open.", len(episodes), episodes["end_ts"].isna().sum())
-    return episodes
+    recomputed = episodes[episodes["start_ts"] >= since].reset_index(drop=True)
+    logger.info("%d alert episodes since %s, %d open.", len(recomputed), since,
+                recomputed["end_ts"].isna().sum())
+    return AlertUpdate(since, recomputed, predictions["scored_through"].iloc[0])

@@ -10,10 +10,10 @@ from .nodes import score_new_rows, update_alerts
 
 def create_scoring_pipeline() -> Pipeline:
     return pipeline([
-        node(score_new_rows, ["scada@unscored", "model_registry", "params:inference.scoring"], "predictions",
-             name="score_new_rows"),
-        node(update_alerts, ["predictions", "model_registry", "params:inference.alerts"], "alerts",
-             name="update_alerts"),
+        node(score_new_rows, ["scada@unscored", "model_registry", "params:inference.scoring"],
+             "predictions@table", name="score_new_rows"),
+        node(update_alerts, ["predictions@detection_window", "model_registry", "params:inference.alerts"],
+             "alerts", name="update_alerts"),
     ])
 
 
