@@ -36,10 +36,15 @@ class WarehouseLockedError(DatasetError):
     """Another process held the warehouse for longer than the configured wait."""
 
 
+_schema_created: set[Path] = set()  # warehouse files this process has brought up to the schema
+
+
 @contextmanager
 def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (created with its schema if missing) for one unit of work."""
+    """Open the warehouse for one unit of work, created with its schema if missing (the
+    schema statements run on a process's first connection to a file)."""
     filepath.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not filepath.exists()
     deadline = time.monotonic() + lock_timeout_s
     backoff = _FIRST_BACKOFF_S
     while True:
@@ -59,7 +64,9 @@ def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyCo
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(SCHEMA_SQL)
+        if new_file or filepath not in _schema_created:
+            con.execute(SCHEMA_SQL)
+            _schema_created.add(filepath)
         yield con
     finally:
         con.close()
