@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import numpy as np
 import yaml
 from kedro.pipeline import Pipeline, node
 from prefect import flow, runtime
@@ -334,12 +335,7 @@ def run_now(client, deployment_id: UUID, timeout_s: float = 600, **parameters: A
 # -- measurements -------------------------------------------------------------------------------
 
 def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return float(np.percentile(values, q))
 
 
 def run_phases(runs: list, tasks: dict[UUID, list]) -> dict[str, float]:
