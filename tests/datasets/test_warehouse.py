@@ -9,8 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT, RAW_DIR, Workspace
@@ -57,6 +59,25 @@ def test_a_briefly_held_lock_is_waited_for(tmp_path):
     finally:
         holder.wait()
     assert holder.returncode == 0
+
+
+def test_threads_of_one_process_share_the_warehouse_and_release_it_between_units(tmp_path):
+    """Nodes running at once in one process (Prefect's thread pool) take turns on the
+    warehouse; after each unit of work another process can open the file at once."""
+    path = tmp_path / "w.duckdb"
+    predictions = DuckDBQueryDataset(str(path), table="predictions", lock_timeout_s=5)
+
+    def write_and_read(turbine: str) -> int:
+        for ts in pd.date_range("2015-01-01", periods=10, freq="10min", tz="UTC"):
+            predictions.save(pd.DataFrame({"turbine_id": [turbine], "ts": [ts], "model_version": ["1"]}))
+            rows = len(predictions.load())
+        return rows
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert max(pool.map(write_and_read, ["T1", "T2", "T3", "T4"])) == 40
+    opened = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).close()"],
+                            capture_output=True, text=True)
+    assert opened.returncode == 0, opened.stderr
 
 
 def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):

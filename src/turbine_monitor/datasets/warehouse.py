@@ -1,15 +1,21 @@
-"""The DuckDB warehouse: short-lived connections, lock waits, transactional writes.
+"""The DuckDB warehouse: the file held only per unit of work, lock waits, transactional writes.
 
 DuckDB lets one process at a time open the file for writing and does not wait for
-the lock, so every load and save here opens the file, does its work and closes it
-at once, and retries a held lock with jittered exponential backoff for at most
+the lock, so every load and save here attaches the file, does its work and detaches
+it at once, and retries a held lock with jittered exponential backoff for at most
 `lock_timeout_s` seconds before failing with `WarehouseLockedError`.
+
+The file is attached to one in-memory DuckDB database per process, kept for the life
+of the process: creating a DuckDB database costs ~15 ms (its catalog of built-in
+functions), attaching and detaching a file ~1 ms, and detaching releases the file
+lock as closing does.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,32 +33,37 @@ from turbine_monitor.skipped import Skipped
 logger = logging.getLogger(__name__)
 
 SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text()
-_LOCK_MESSAGE = "Could not set lock"
+# Another process holds the file, or another DuckDB database of this process has it open.
+_HELD_MESSAGES = ("Could not set lock", "Unique file handle conflict")
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
+_ALIAS = "warehouse"
 
 
 class WarehouseLockedError(DatasetError):
     """Another process held the warehouse for longer than the configured wait."""
 
 
+_database: duckdb.DuckDBPyConnection | None = None  # this process's, attaching the warehouse
+_unit_of_work = threading.Lock()  # one attached warehouse at a time in this process
 _schema_created: set[Path] = set()  # warehouse files this process has brought up to the schema
 
 
-@contextmanager
-def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse for one unit of work, created with its schema if missing (the
-    schema statements run on a process's first connection to a file)."""
-    filepath.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not filepath.exists()
+def _attach(filepath: Path, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """Attach `filepath` (created if missing) as `_ALIAS`, waiting for a held lock."""
+    global _database
+    if _database is None:
+        _database = duckdb.connect(":memory:")
+        _database.execute("SET GLOBAL TimeZone = 'UTC'")
+    path = str(filepath).replace("'", "''")
     deadline = time.monotonic() + lock_timeout_s
     backoff = _FIRST_BACKOFF_S
     while True:
         try:
-            con = duckdb.connect(str(filepath))
-            break
-        except duckdb.IOException as exc:
-            if _LOCK_MESSAGE not in str(exc):
+            _database.execute(f"ATTACH '{path}' AS {_ALIAS}")
+            return _database
+        except duckdb.Error as exc:
+            if not any(message in str(exc) for message in _HELD_MESSAGES):
                 raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -62,14 +73,26 @@ def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyCo
                 ) from exc
             time.sleep(min(remaining, backoff * random.uniform(0.5, 1.5)))
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        if new_file or filepath not in _schema_created:
-            con.execute(SCHEMA_SQL)
-            _schema_created.add(filepath)
-        yield con
-    finally:
-        con.close()
+
+
+@contextmanager
+def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse for one unit of work, created with its schema if missing (the
+    schema statements run on a process's first connection to a file)."""
+    filepath.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not filepath.exists()
+    with _unit_of_work:
+        database = _attach(filepath, lock_timeout_s)
+        con = database.cursor()
+        try:
+            con.execute(f"USE {_ALIAS}")
+            if new_file or filepath not in _schema_created:
+                con.execute(SCHEMA_SQL)
+                _schema_created.add(filepath)
+            yield con
+        finally:
+            con.close()  # rolls back a transaction left open
+            database.execute(f"DETACH {_ALIAS}")
 
 
 class _WarehouseDataset(AbstractDataset):
