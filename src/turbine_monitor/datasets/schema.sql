@@ -1,5 +1,5 @@
 -- The warehouse schema (public contract, see DESIGN.md). Applied idempotently
--- each time a dataset opens the warehouse.
+-- on a process's first connection to a warehouse file.
 
 CREATE TABLE IF NOT EXISTS scada (
     turbine_id          VARCHAR NOT NULL,
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     checksum          VARCHAR PRIMARY KEY, -- sha256 of the file content
     source_file       VARCHAR NOT NULL,
     size_bytes        BIGINT NOT NULL,
+    modified_ns       BIGINT,              -- file modification time when read, ns since the epoch
     status            VARCHAR NOT NULL,    -- ingested | empty | rejected
     reason            VARCHAR,             -- why a file was rejected or empty
     rows_read         BIGINT NOT NULL,     -- = rows_accepted + rows_duplicate + rows_quarantined
@@ -37,6 +38,9 @@ CREATE TABLE IF NOT EXISTS ingested_files (
     rows_quarantined  BIGINT NOT NULL,
     ingested_at       TIMESTAMPTZ NOT NULL
 );
+
+-- Warehouses created before `modified_ns` existed: their files are recognised by checksum.
+ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS modified_ns BIGINT;
 
 CREATE TABLE IF NOT EXISTS predictions (
     turbine_id          VARCHAR NOT NULL,

@@ -1,11 +1,14 @@
-"""SCADA export files in a folder, listed with checksums and read lazily as text."""
+"""SCADA export files in a folder, listed with their size and modification time,
+hashed and read only when asked."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import pandas as pd
@@ -23,8 +26,9 @@ class UnreadableFileError(Exception):
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One export file: its name, content checksum, and a reader that returns every
-    field as the text delivered (missing fields as nulls).
+    """One export file: its name, size, modification time (ns since the epoch), its
+    content checksum (computed on first use) and a reader that returns every field as
+    the text delivered (missing fields as nulls).
 
     Rows whose field count does not match the header are kept, with their text in
     the `malformed_line` column, so that nothing read is dropped.
@@ -32,8 +36,17 @@ class SourceFile:
 
     name: str
     path: Path
-    checksum: str
     size_bytes: int
+    modified_ns: int
+
+    @cached_property
+    def checksum(self) -> str:
+        """sha256 of the content."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def read(self) -> pd.DataFrame:
         try:
@@ -74,17 +87,9 @@ def _read_csv(path: Path) -> pa.Table:
     return table
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class SourceFilesDataset(AbstractDataset[dict[str, SourceFile], None]):
     """Read-only: `load()` lists the files matching `glob` under `path`, sorted by
-    name, as `{name: SourceFile}`; nothing is parsed until `SourceFile.read()`.
+    name, as `{name: SourceFile}`; nothing is hashed or parsed until asked for.
 
     CSV files are read with pyarrow, Parquet files with pyarrow, all fields as text.
     """
@@ -95,10 +100,9 @@ class SourceFilesDataset(AbstractDataset[dict[str, SourceFile], None]):
         self.metadata = metadata
 
     def load(self) -> dict[str, SourceFile]:
-        files = sorted(p for p in self._path.glob(self._glob) if p.is_file())
-        return {
-            p.name: SourceFile(p.name, p, _sha256(p), p.stat().st_size) for p in files
-        }
+        stats = {p: p.stat() for p in self._path.glob(self._glob)}
+        return {p.name: SourceFile(p.name, p, stat.st_size, stat.st_mtime_ns)
+                for p, stat in sorted(stats.items()) if S_ISREG(stat.st_mode)}
 
     def save(self, data: dict[str, SourceFile]) -> None:
         raise DatasetError(f"{type(self).__name__} is read-only")

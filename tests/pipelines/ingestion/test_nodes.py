@@ -28,7 +28,7 @@ GOOD = {
 def manifest_for(raw: pd.DataFrame) -> pd.DataFrame:
     files = raw.groupby("source_file", sort=False).size()
     return check_source_files(pd.DataFrame({
-        "source_file": files.index, "checksum": files.index, "size_bytes": 1,
+        "source_file": files.index, "checksum": files.index, "size_bytes": 1, "modified_ns": 0,
         "columns": [tuple(c for c in raw.columns if c not in ("source_file", "source_row"))] * len(files),
         "records": files.to_numpy(), "read_error": None,
     }), PARAMS)

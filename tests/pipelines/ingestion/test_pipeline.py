@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
@@ -52,6 +54,34 @@ def test_rerun_changes_nothing_and_known_file_is_not_reprocessed(workspace, writ
     workspace.run()
     assert snapshot(workspace) == before
     assert workspace.scalar("SELECT count(*) FROM ingested_files") == 1
+
+
+def test_a_known_file_is_recognised_by_name_size_and_mtime_without_being_read(workspace, write_landing):
+    """Each run lists the landing zone but reads only new files: a file with the name,
+    size and modification time of one already ingested is skipped unread (here its
+    content was swapped for other bytes of the same size, mtime restored, and the
+    swap goes unseen)."""
+    path = write_landing("a.csv", HEADER + row(power="100.0"))
+    workspace.run()
+    before = snapshot(workspace)
+    stat = path.stat()
+    path.write_text(HEADER + row(power="200.0"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    workspace.run()
+    assert snapshot(workspace) == before
+    assert workspace.scalar("SELECT modified_ns FROM ingested_files") == stat.st_mtime_ns
+
+
+def test_a_file_rewritten_in_place_is_read_again(workspace, write_landing):
+    path = write_landing("a.csv", HEADER + row(ts=stamps(2)[0]))
+    workspace.run()
+    path.write_text(HEADER + row(ts=stamps(2)[0]) + row(ts=stamps(2)[1]))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+    workspace.run()
+    assert workspace.sql("SELECT source_file, rows_read, rows_accepted, rows_duplicate FROM ingested_files "
+                         "ORDER BY ingested_at") == [("a.csv", 1, 1, 0), ("a.csv", 2, 1, 1)]
+    assert workspace.scalar("SELECT count(*) FROM scada") == 2
+    assert accounting_holds(workspace)
 
 
 def test_redelivered_rows_are_noops_and_conflicts_are_quarantined(workspace, write_landing):

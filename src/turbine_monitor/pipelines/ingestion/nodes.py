@@ -22,19 +22,23 @@ _KEY = ["turbine_id", "ts"]
 def read_new_sources(
     bundled_history: dict[str, SourceFile],
     landing_files: dict[str, SourceFile],
-    ingested_checksums: pd.DataFrame,
+    ingested_sources: pd.DataFrame,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the source files whose content has not been ingested yet, bundled history
-    first, then landing files by name.
+    first, then landing files by name. A file with the name, size and modification
+    time of one already ingested is taken as that file without being read; any other
+    is hashed, and skipped if its content was ingested under any name.
 
     Returns the raw records (every field as delivered text, plus `source_file` and
-    `source_row`) and a manifest with one row per file: checksum, size, the columns
-    it carries, and why it could not be read, if so.
+    `source_row`) and a manifest with one row per file: checksum, size, modification
+    time, the columns it carries, and why it could not be read, if so.
     """
-    seen = set(ingested_checksums["checksum"])
+    stat_columns = ["source_file", "size_bytes", "modified_ns"]
+    known = set(ingested_sources[stat_columns].itertuples(index=False, name=None))
+    seen = set(ingested_sources["checksum"])
     frames, manifest = [], []
     for source in [*bundled_history.values(), *landing_files.values()]:
-        if source.checksum in seen:
+        if (source.name, source.size_bytes, source.modified_ns) in known or source.checksum in seen:
             continue
         seen.add(source.checksum)
         try:
@@ -45,6 +49,7 @@ def read_new_sources(
             "source_file": source.name,
             "checksum": source.checksum,
             "size_bytes": source.size_bytes,
+            "modified_ns": source.modified_ns,
             "columns": tuple(c for c in raw.columns if c != MALFORMED_LINE),
             "records": len(raw),
             "read_error": read_error,
@@ -53,7 +58,7 @@ def read_new_sources(
     records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["source_file", "source_row"])
     return records, pd.DataFrame(manifest, columns=[
-        "source_file", "checksum", "size_bytes", "columns", "records", "read_error"])
+        "source_file", "checksum", "size_bytes", "modified_ns", "columns", "records", "read_error"])
 
 
 def check_source_files(source_manifest: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -197,7 +202,7 @@ def assemble_ingestion_batch(
         "rows_accepted": accepted, "rows_duplicate": records["duplicate"],
         "rows_quarantined": quarantined,
     }).groupby("source_file").sum().astype("int64")
-    files = checked_sources[["source_file", "checksum", "size_bytes", "status", "reason"]]
+    files = checked_sources[["source_file", "checksum", "size_bytes", "modified_ns", "status", "reason"]]
     files = files.join(counts, on="source_file")
     files[counts.columns] = files[counts.columns].fillna(0).astype("int64")
     files["rows_read"] = files[counts.columns].sum(axis=1)

@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 read_new_sources,
-                inputs=["bundled_scada_history", "landing_files", "ingested_checksums"],
+                inputs=["bundled_scada_history", "landing_files", "ingested_sources"],
                 outputs=["raw_records", "source_manifest"],
                 name="read_new_sources",
                 tags=["io"],
