@@ -67,7 +67,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -496,7 +495,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave PYTHONDONTWRITEBYTECODE as the environment has it")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace (logs, databases)")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*register_new_resolver")  # Kedro's, on every config load
 
     from turbine_monitor.orchestration import stack
 

@@ -1,5 +1,6 @@
 """Project settings. See https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
 
+import warnings
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
@@ -8,6 +9,10 @@ from omegaconf.resolvers import oc
 from turbine_monitor.hooks import ForgetFinishedMlflowRun
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Kedro 1.x registers its resolvers with OmegaConf's deprecated `register_new_resolver`:
+# three multi-line warnings on every configuration load, in every run's log.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 HOOKS = (ForgetFinishedMlflowRun(),)
 
