@@ -63,7 +63,7 @@ def make_features(scada: pd.DataFrame, turbines: list[str], windows: list[str]) 
     features = features.merge(previous, on=["turbine_id", "ts"], how="left")
 
     features["hour"] = features["ts"].dt.hour + features["ts"].dt.minute / 60
-    features["day_of_year"] = features["ts"].dt.dayofyear.astype("float64")
+    features["day_of_year"] = features["ts"].dt.day_of_year.astype("float64")
     features["turbine"] = pd.Categorical(features["turbine_id"], categories=turbines)
     keyed = features.set_index(["turbine_id", "ts"])
     return keyed.reindex(pd.MultiIndex.from_frame(scada[["turbine_id", "ts"]])).set_index(scada.index)
