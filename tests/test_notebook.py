@@ -5,15 +5,13 @@ from __future__ import annotations
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import PROJECT_ROOT, write_export_slice
-
-FAST = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 30}}}
+from tests.conftest import FAST_TRAINING, PROJECT_ROOT, write_export_slice
 
 
 def test_turbine_performance_notebook_executes(workspace, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     write_export_slice(workspace.landing / "jan.csv", "2014-01-01", "2014-01-20")
-    workspace.run("__default__", FAST)
+    workspace.run("__default__", FAST_TRAINING)
     monkeypatch.setenv("TURBINE_MONITOR_CONF_SOURCE", str(workspace.conf))
     notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "turbine_performance.ipynb", as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, Workspace, write_export_slice
+from tests.conftest import FAST_TRAINING, PROJECT_ROOT, Workspace, write_export_slice
 
-FAST = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
 HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
 
 
@@ -32,7 +31,7 @@ def registry(tmp_path_factory):
             (PROJECT_ROOT / "data/01_raw/la-haute-borne-asset-table.csv").read_bytes())
         trainer = Workspace(root / "trainer", raw_dir=raw)
         write_export_slice(trainer.landing / "jan.csv", "2014-01-01", "2014-02-01")
-        trainer.run("__default__", FAST)
+        trainer.run("__default__", FAST_TRAINING)
         yield uri
 
 

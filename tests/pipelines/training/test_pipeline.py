@@ -11,11 +11,10 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, write_export_slice
+from tests.conftest import FAST_TRAINING, PROJECT_ROOT, write_export_slice
 from turbine_monitor.datasets import ModelRegistryDataset
 
 MODEL = "turbine-power-nbm"
-FAST = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
 # One boosting iteration: a model that is surely worse than any reasonable one.
 POOR = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 1}}}
 
@@ -43,11 +42,11 @@ def test_champion_challenger_lifecycle(tracked):
     assert aliases(client) == {"champion": "1", "challenger": "1"}
     assert run_tags(client, "1")["promotion_decision"] == "promoted"
 
-    ws.run("training", FAST)  # nothing new since the champion's data: the gate holds
+    ws.run("training", FAST_TRAINING)  # nothing new since the champion's data: the gate holds
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
 
     write_export_slice(ws.landing / "feb-a.csv", "2014-02-01", "2014-02-08")
-    ws.run("__default__", FAST)
+    ws.run("__default__", FAST_TRAINING)
     assert aliases(client) == {"champion": "2", "challenger": "2"}
     run = client.get_run(client.get_model_version(MODEL, "2").run_id)
     assert run.data.metrics["challenger_holdout_mae_kw"] < run.data.metrics["champion_holdout_mae_kw"]
@@ -72,7 +71,7 @@ def test_the_champion_is_read_once_per_version_and_follows_the_alias(tracked):
     write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")
     ws.run("__default__", POOR)
     write_export_slice(ws.landing / "feb.csv", "2014-02-01", "2014-02-08")
-    ws.run("__default__", FAST)
+    ws.run("__default__", FAST_TRAINING)
     champion = ModelRegistryDataset(MODEL)
     first = champion.load()
     assert str(first.version) == "2" and champion.load() is first
@@ -83,7 +82,7 @@ def test_the_champion_is_read_once_per_version_and_follows_the_alias(tracked):
 def test_champion_loads_and_predicts_in_a_fresh_process(tracked):
     ws, client = tracked
     write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")
-    ws.run("__default__", FAST)
+    ws.run("__default__", FAST_TRAINING)
     script = f"""
 import json, duckdb, mlflow
 mlflow.set_tracking_uri({client.tracking_uri!r})
