@@ -78,7 +78,13 @@ from kedro.pipeline import Pipeline, node
 from prefect import flow, runtime
 from prefect.states import State
 
-from turbine_monitor.orchestration.flows import FlowRunHooks, kedro_session, load_config, skip_if_stale
+from turbine_monitor.orchestration.flows import (
+    FlowRunHooks,
+    concurrency_limit,
+    kedro_session,
+    load_config,
+    skip_if_stale,
+)
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -265,16 +271,11 @@ def duration(run) -> float:
 def deploy_empty_pipeline(conf: Path, config: dict[str, Any]) -> UUID:
     """The empty-pipeline flow as a deployment like inference's (pool, queue, concurrency
     limit, parameters), without a schedule: phase 2 runs it on demand."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig
-
     spec = config["deployments"]["inference"]
     return flow.from_source(source=str(PROJECT_ROOT), entrypoint=BENCH_ENTRYPOINT).deploy(
         name="empty-pipeline", work_pool_name=config["work_pool"]["name"], work_queue_name=spec["work_queue"],
         parameters={**spec["parameters"], "conf_source": str(conf)}, tags=["bench"],
-        concurrency_limit=ConcurrencyLimitConfig(limit=spec["concurrency_limit"],
-                                                 collision_strategy=spec["collision_strategy"],
-                                                 grace_period_seconds=spec["grace_period_seconds"]),
-        ignore_warnings=True, print_next_steps=False)
+        concurrency_limit=concurrency_limit(spec), ignore_warnings=True, print_next_steps=False)
 
 
 def wait_for_worker(client, pool: str, worker, timeout_s: float = 90) -> None:

@@ -1,10 +1,11 @@
 """Kedro datasets of our own, for what kedro-datasets does not serve.
 
-- `SourceFilesDataset`: SCADA export files in a folder, listed with their content
-  checksum and read lazily, so a run parses only the files it has not ingested.
-- `DuckDBQueryDataset`, `ScadaTableDataset`: the DuckDB warehouse, opened per load
-  or save (never held), waiting for the file lock with bounded backoff, and
-  writing insert-ignore inside one transaction.
+- `SourceFilesDataset`: SCADA export files in a folder, listed with their size and
+  modification time, hashed and read lazily, so a run reads only the files it has
+  not ingested.
+- `DuckDBQueryDataset`, `ScadaTableDataset`, `AlertsDataset`: the DuckDB warehouse,
+  attached per load or save (never held), waiting for the file lock with bounded
+  backoff, and writing inside one transaction.
 - `ModelRegistryDataset`, `MlflowFiguresDataset`: the MLflow registry (champion and
   challenger aliases) and run artifacts, written into kedro-mlflow's run.
 """

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -44,24 +45,28 @@ class WarehouseLockedError(DatasetError):
     """Another process held the warehouse for longer than the configured wait."""
 
 
-_database: duckdb.DuckDBPyConnection | None = None  # this process's, attaching the warehouse
 _unit_of_work = threading.Lock()  # one attached warehouse at a time in this process
 _schema_created: set[Path] = set()  # warehouse files this process has brought up to the schema
 
 
+@cache
+def _process_database() -> duckdb.DuckDBPyConnection:
+    """This process's in-memory DuckDB database, which the warehouse file is attached to."""
+    database = duckdb.connect(":memory:")
+    database.execute("SET GLOBAL TimeZone = 'UTC'")
+    return database
+
+
 def _attach(filepath: Path, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
     """Attach `filepath` (created if missing) as `_ALIAS`, waiting for a held lock."""
-    global _database
-    if _database is None:
-        _database = duckdb.connect(":memory:")
-        _database.execute("SET GLOBAL TimeZone = 'UTC'")
+    database = _process_database()
     path = str(filepath).replace("'", "''")
     deadline = time.monotonic() + lock_timeout_s
     backoff = _FIRST_BACKOFF_S
     while True:
         try:
-            _database.execute(f"ATTACH '{path}' AS {_ALIAS}")
-            return _database
+            database.execute(f"ATTACH '{path}' AS {_ALIAS}")
+            return database
         except duckdb.Error as exc:
             if not any(message in str(exc) for message in _HELD_MESSAGES):
                 raise

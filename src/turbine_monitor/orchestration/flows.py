@@ -203,6 +203,13 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
     return None
 
 
+def concurrency_limit(spec: dict[str, Any]) -> ConcurrencyLimitConfig:
+    """A deployment's concurrency limit from its `prefect.yml` entry."""
+    return ConcurrencyLimitConfig(limit=spec["concurrency_limit"],
+                                  collision_strategy=spec["collision_strategy"],
+                                  grace_period_seconds=spec["grace_period_seconds"])
+
+
 def register_deployment(deployment: str, conf_source: str | None = None, env: str | None = None) -> UUID:
     """Create or update in place the interval-scheduled deployment `deployment`
     (`prefect.yml`: deployments) on the process work pool, created if missing.
@@ -220,9 +227,7 @@ def register_deployment(deployment: str, conf_source: str | None = None, env: st
     return source.deploy(
         name=spec["name"], work_pool_name=pool["name"], work_queue_name=spec["work_queue"],
         interval=spec["interval_seconds"], parameters=parameters, tags=spec["tags"],
-        concurrency_limit=ConcurrencyLimitConfig(limit=spec["concurrency_limit"],
-                                                 collision_strategy=spec["collision_strategy"],
-                                                 grace_period_seconds=spec["grace_period_seconds"]),
+        concurrency_limit=concurrency_limit(spec),
         ignore_warnings=True,  # the process work pool is deliberate (not `flow.serve()`)
         print_next_steps=False,
     )
