@@ -1,28 +1,36 @@
-# One entry point for the two things everyone does: `make run` and `make test`.
+# One entry point for what everyone does: `make run`, `make test` (what CI runs), `make up`.
 # Each installs what it needs first (uv, then the locked environment in .venv).
 
 UV_VERSION := 0.13.9
 export PATH := $(HOME)/.local/bin:$(PATH)
+# Compile every installed package to bytecode at install time: where Python may not write
+# __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only install) each process would otherwise
+# compile its imports again (`import mlflow` 7 s instead of 2 s), every flow run included.
+export UV_COMPILE_BYTECODE := 1
 
-.PHONY: setup run test lint up viz mlflow-ui
+.PHONY: setup run test check lint up viz mlflow-ui notebook
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	uv sync --locked
+	uv sync --locked --quiet
 
 ## Run the main job: `kedro run` of the default pipeline on the bundled data.
 run: setup
 	uv run kedro run
 
-## Run the tests (and the linter).
+## All the tests and the linter: what CI runs (.ci/run). About 8 minutes on 2 cores.
 test: setup lint
 	uv run pytest
+
+## The fast tier: units and the pipelines on small data, no servers (about a minute).
+check: setup lint
+	uv run pytest -m "not slow"
 
 lint: setup
 	uv run ruff check .
 
 ## The whole monitor locally until Ctrl-C: bootstrap the warehouse if empty, a Prefect
-## server (unless PREFECT_API_URL is set), both deployments, a worker, the SCADA replay.
+## server (unless PREFECT_API_URL is set), both deployments, a supervised worker and replay.
 up: setup
 	uv run python entrypoint/up.py
 
@@ -33,3 +41,7 @@ viz: setup
 ## MLflow UI on the project's tracking store (http://127.0.0.1:5000).
 mlflow-ui: setup
 	uv run kedro mlflow ui
+
+## The results notebook in JupyterLab (http://127.0.0.1:8888); run `make run` first.
+notebook: setup
+	uv run jupyter lab notebooks/turbine_performance.ipynb --no-browser --ip 127.0.0.1

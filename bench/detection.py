@@ -19,21 +19,18 @@ the inference pipeline does and runs the detector with conf/base/parameters_infe
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+from model_accuracy import ingested_scada
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingestion import PROJECT_ROOT, RAW  # noqa: E402
-from model_accuracy import ingested_scada  # noqa: E402
-
-from turbine_monitor.detection import detect_alerts  # noqa: E402
-from turbine_monitor.pipelines.training.nodes import fit_power_model, flag_normal_operation  # noqa: E402
+from turbine_monitor.detection import detect_alerts
+from turbine_monitor.pipelines.training.nodes import fit_power_model, flag_normal_operation
+from turbine_monitor.project import load_config
+from turbine_monitor.sandbox import RAW_DIR
 
 LEVELS = (0.05, 0.10, 0.20)
 TARGET_H = 48.0
@@ -43,8 +40,8 @@ DERATE_DAYS = 7
 
 def predictions_2015(scada: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Predictions of 2015 and of both years by a model fitted on 2014, and its calibration."""
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())["training"]
-    assets = pd.read_csv(RAW / "la-haute-borne-asset-table.csv")
+    params = load_config("parameters")["training"]
+    assets = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
     flagged = flag_normal_operation(scada, assets, params)
     flagged["split"] = flagged["ts"].dt.year.map({2014: "train", 2015: "holdout"})
     model = fit_power_model(flagged, assets, params)
@@ -95,8 +92,7 @@ def derate_delays(p15: pd.DataFrame, calibration: pd.DataFrame, params: dict) ->
 
 def main() -> None:
     started = time.perf_counter()
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_inference.yml").read_text())["inference"][
-        "alerts"]
+    params = load_config("parameters")["inference"]["alerts"]
     with tempfile.TemporaryDirectory() as tmp:
         scada = ingested_scada(Path(tmp))
     p15, both, calibration = predictions_2015(scada)

@@ -18,18 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
+from common import Timer, fresh_store
 
-sys.path.insert(0, str(Path(__file__).parent))
-from training import PROJECT_ROOT, Timer, fresh_store, workspace  # noqa: E402
+from turbine_monitor.project import PROJECT_ROOT, kedro_session
+from turbine_monitor.sandbox import Sandbox
 
 
-def timed_run(conf: Path, pipeline: str) -> tuple[float, Timer]:
+def timed_run(sandbox: Sandbox, pipeline: str) -> tuple[float, Timer]:
     timer = Timer()
-    with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(conf)) as session:
-        session._hook_manager.register(timer)  # no public API to add a hook to one session
+    with kedro_session(sandbox.conf, hooks=(timer,)) as session:
         session.load_context()  # start-up is not pipeline time
         start = time.perf_counter()
         session.run(pipeline_names=[pipeline])
@@ -38,21 +35,16 @@ def timed_run(conf: Path, pipeline: str) -> tuple[float, Timer]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        conf = workspace(root)
-        os.environ["MLFLOW_TRACKING_URI"] = fresh_store(root, "mlflow.db")
-        bootstrap_project(PROJECT_ROOT)
+        sandbox = Sandbox.create(Path(tmp))
+        os.environ["MLFLOW_TRACKING_URI"] = fresh_store(sandbox.root, "mlflow.db")
         for pipeline in ("ingestion", "training"):
-            with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(conf)) as session:
-                session.run(pipeline_names=[pipeline])
-        backlog_s, backlog = timed_run(conf, "inference")
-        con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-        scored = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
-        con.close()
-        idle_s, idle = timed_run(conf, "inference")
+            sandbox.run(pipeline)
+        backlog_s, backlog = timed_run(sandbox, "inference")
+        scored = sandbox.scalar("SELECT count(*) FROM predictions")
+        idle_s, idle = timed_run(sandbox, "inference")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "kedro", "run", "--pipelines", "inference",
-                        "--conf-source", str(conf)], cwd=PROJECT_ROOT, check=True,
+                        "--conf-source", str(sandbox.conf)], cwd=PROJECT_ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         idle_wall_s = time.perf_counter() - start
 

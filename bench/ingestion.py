@@ -10,6 +10,7 @@ table. Works in a temporary folder; the project's data/ is not touched.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -18,42 +19,29 @@ import time
 from pathlib import Path
 
 import duckdb
-import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-RAW = PROJECT_ROOT / "data" / "01_raw"
+from turbine_monitor.project import PROJECT_ROOT, kedro_session
+from turbine_monitor.sandbox import RAW_DIR, Sandbox
 
 
-def write_workspace(root: Path) -> tuple[Path, Path]:
-    """A conf source whose landing zone holds the full export and whose bundled history
-    folder is empty, so exactly the one file is ingested."""
-    (root / "landing").mkdir()
-    (root / "raw").mkdir()
+def full_export_sandbox(root: Path) -> tuple[Sandbox, Path]:
+    """A sandbox whose landing zone holds the full 2014-2015 export as one CSV and whose
+    bundled history folder holds only the asset table, so exactly that file is ingested."""
+    (root / "raw").mkdir(parents=True)
     (root / "raw" / "la-haute-borne-asset-table.csv").write_bytes(
-        (RAW / "la-haute-borne-asset-table.csv").read_bytes())
-    csv = root / "landing" / "la-haute-borne-data-2014-2015.csv"
-    parquet = [str(RAW / f"la-haute-borne-scada-{y}.parquet") for y in (2014, 2015)]
+        (RAW_DIR / "la-haute-borne-asset-table.csv").read_bytes())
+    sandbox = Sandbox.create(root / "sandbox", raw_dir=root / "raw")
+    csv = sandbox.landing / "la-haute-borne-data-2014-2015.csv"
+    parquet = [str(RAW_DIR / f"la-haute-borne-scada-{y}.parquet") for y in (2014, 2015)]
     duckdb.sql(f"COPY (SELECT * FROM read_parquet({parquet})) TO '{csv}' (HEADER, QUOTE '')")
-    conf = root / "conf"
-    (conf / "local").mkdir(parents=True)
-    (conf / "base").symlink_to(PROJECT_ROOT / "conf" / "base")
-    (conf / "local" / "globals.yml").write_text(yaml.safe_dump({
-        "paths": {"raw": str(root / "raw"), "landing": str(root / "landing"),
-                  "warehouse": str(root / "warehouse.duckdb")},
-        "warehouse": {"lock_timeout_s": 60}}))
-    (conf / "local" / "mlflow.yml").write_text(yaml.safe_dump(
-        {"server": {"mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}}))
-    return conf, csv
+    return sandbox, csv
 
 
 def run_pipeline(conf: Path) -> None:
     """In a fresh process: run the ingestion pipeline, print its time and peak RSS."""
     from kedro.framework.project import pipelines
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
 
-    bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(conf)) as session:
+    with kedro_session(conf) as session:
         # Start-up is not pipeline time: kedro-mlflow creating its store, and importing
         # the project's pipelines (training's brings scikit-learn and MLflow).
         session.load_context()
@@ -77,16 +65,15 @@ def duckdb_alone(csv: Path, root: Path) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        conf, csv = write_workspace(root)
+        sandbox, csv = full_export_sandbox(root)
         inner = subprocess.run(
-            [sys.executable, __file__, "--run-pipeline", str(conf)], cwd=PROJECT_ROOT,
+            [sys.executable, __file__, "--run-pipeline", str(sandbox.conf)], cwd=PROJECT_ROOT,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"},
             check=True, capture_output=True, text=True)
         result = json.loads(inner.stdout.strip().splitlines()[-1])
         alone = duckdb_alone(csv, root)
-        con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-        counts = con.execute("SELECT rows_read, rows_accepted, rows_duplicate, rows_quarantined "
-                         "FROM ingested_files").fetchone()
-        con.close()
+        counts = sandbox.sql("SELECT rows_read, rows_accepted, rows_duplicate, rows_quarantined "
+                             "FROM ingested_files")[0]
     print(f"file: {csv.name}, {counts[0]:,} records "
           f"(accepted {counts[1]:,}, duplicate {counts[2]:,}, quarantined {counts[3]:,})")
     print(f"{'ingestion pipeline (parse, validate, dedupe, commit)':<55} {result['seconds']:6.2f} s"

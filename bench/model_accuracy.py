@@ -11,44 +11,34 @@ the same run. Nothing is tuned on 2015.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
 import pandas as pd
-import yaml
+from ingestion import full_export_sandbox
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingestion import PROJECT_ROOT, RAW, write_workspace  # noqa: E402
-
-from turbine_monitor.pipelines.training.nodes import (  # noqa: E402
+from turbine_monitor.pipelines.training.nodes import (
     fit_power_model,
     flag_normal_operation,
     predict_holdout,
     summarise_holdout,
 )
+from turbine_monitor.project import load_config
+from turbine_monitor.sandbox import RAW_DIR
 
 
 def ingested_scada(root: Path) -> pd.DataFrame:
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    conf, _ = write_workspace(root)
-    bootstrap_project(PROJECT_ROOT)
-    with KedroSession.create(project_path=PROJECT_ROOT, conf_source=str(conf)) as session:
-        session.run(pipeline_names=["ingestion"])
-    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-    try:
+    sandbox, _ = full_export_sandbox(root)
+    sandbox.run("ingestion")
+    with duckdb.connect(str(sandbox.warehouse), read_only=True) as con:
         return con.sql("SELECT * FROM scada ORDER BY turbine_id, ts").df()
-    finally:
-        con.close()
 
 
 def main() -> None:
-    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())["training"]
-    assets = pd.read_csv(RAW / "la-haute-borne-asset-table.csv")
+    params = load_config("parameters")["training"]
+    assets = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
     with tempfile.TemporaryDirectory() as tmp:
         scada = ingested_scada(Path(tmp))
     flagged = flag_normal_operation(scada, assets, params)

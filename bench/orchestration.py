@@ -43,15 +43,10 @@ Figures (from the Prefect API, the warehouse and the landing zone):
 The "empty pipeline": Kedro refuses to run a pipeline without nodes (Pipeline.filter
 raises "Pipeline contains no nodes"), so the closest is one no-op node (returns 0 into
 a MemoryDataset: one Prefect task run, ~20 ms). The flow is `inference_flow` up to its
-pipeline run: it opens its KedroSession the same way (`flows.kedro_session`: project
+pipeline run: it opens its KedroSession the same way (`flows.flow_run_session`: project
 hooks, kedro-mlflow, the flow-run hooks, logs to Prefect), imports the project's
 pipelines in the session as inference does, and runs with `PrefectTaskRunner`; the
 no-op pipeline is untracked by kedro-mlflow, as inference is.
-
-By default the processes the bench starts cache their bytecode in the temporary
-workspace: an environment with PYTHONDONTWRITEBYTECODE set and no .pyc files (like the
-one this was written in) otherwise recompiles ~3,000 modules in every flow-run process
-(`--no-bytecode-cache` measures that).
 """
 
 from __future__ import annotations
@@ -61,7 +56,6 @@ import contextlib
 import io
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,22 +66,26 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import numpy as np
+import psutil
 import yaml
+from common import percentile
 from kedro.pipeline import Pipeline, node
 from prefect import flow, runtime
 from prefect.states import State
 
 from turbine_monitor.orchestration.flows import (
     FlowRunHooks,
+    RunTimings,
     concurrency_limit,
-    kedro_session,
-    load_config,
+    flow_run_session,
+    prefect_config,
     skip_if_stale,
+    skipped_as_stale,
 )
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
+from turbine_monitor.project import PROJECT_ROOT, load_config
+from turbine_monitor.sandbox import Sandbox
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BENCH_ENTRYPOINT = f"{Path(__file__).resolve().relative_to(PROJECT_ROOT).as_posix()}:empty_pipeline_flow"
 NOOP_PIPELINE = "bench_noop"
 RUNS = 20                 # measured runs: scheduled inference runs (phase 1), each flow (phase 2)
@@ -125,60 +123,33 @@ def _register_noop_pipeline() -> None:
 def empty_pipeline_flow(env: str = "local", runtime_params: dict | None = None,
                         conf_source: str | None = None) -> State | None:
     """`inference_flow` up to its pipeline run, with the one-node pipeline."""
-    config = load_config(conf_source, env)
+    timings = RunTimings()
+    config = prefect_config(conf_source, env)
     if skipped := skip_if_stale(config, "inference"):
         return skipped
     _register_noop_pipeline()
-    hooks = FlowRunHooks(runtime.flow_run.id)
-    with kedro_session(env, runtime_params, conf_source, hooks) as session:
+    hooks = FlowRunHooks(runtime.flow_run.id, timings)
+    with flow_run_session(env, runtime_params, conf_source, hooks) as session:
         session.run(pipeline_names=[NOOP_PIPELINE], runner=PrefectTaskRunner(config["tasks"]))
     return None
 
 
 # -- workspace and processes --------------------------------------------------------------------
 
-def write_conf(root: Path, conf: Path, store: str) -> Path:
-    """A copy of conf/base, with conf/local pointing every path into `root` and MLflow
-    at the SQLite store `root/<store>.db` (created now, outside any timing)."""
+def bench_sandbox(root: Path, warehouse: Path | None = None) -> Sandbox:
+    """A sandbox in `root` (sharing `warehouse` if given) with its own MLflow store,
+    created now (outside any timing); the no-op pipeline untracked, as inference is."""
     from mlflow import MlflowClient
 
-    shutil.copytree(PROJECT_ROOT / "conf" / "base", conf / "base")
-    local = conf / "local"
-    local.mkdir()
-    (local / "globals.yml").write_text(yaml.safe_dump({"paths": {
-        "raw": str(PROJECT_ROOT / "data" / "01_raw"), "landing": str(root / "landing"),
-        "warehouse": str(root / "warehouse.duckdb")}}))
-    replay = yaml.safe_load((conf / "base" / "replay.yml").read_text())
-    replay["replay"]["state_file"] = str(root / "replay_state.json")
-    (local / "replay.yml").write_text(yaml.safe_dump(replay))
-    mlflow_conf = yaml.safe_load((conf / "base" / "mlflow.yml").read_text())
-    mlflow_conf["server"]["mlflow_tracking_uri"] = f"sqlite:///{root / store}.db"
-    mlflow_conf["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] = str(
-        root / f"{store}-artifacts")
-    mlflow_conf["tracking"]["disable_tracking"]["pipelines"].append(NOOP_PIPELINE)
-    (local / "mlflow.yml").write_text(yaml.safe_dump(mlflow_conf))
-    MlflowClient(mlflow_conf["server"]["mlflow_tracking_uri"]).search_experiments()
-    return conf
-
-
-def bytecode_setting(root: Path, cache: bool) -> str:
-    """Let every process the bench starts (server, worker and its flow runs, replay,
-    `kedro run`) cache compiled bytecode under `root`, whatever PYTHONDONTWRITEBYTECODE
-    says: without .pyc files each process compiles its ~3,000 modules again (seconds)."""
-    preset = os.environ.get("PYTHONDONTWRITEBYTECODE")
-    note = (f"the environment sets PYTHONDONTWRITEBYTECODE={preset}" if preset
-            else "PYTHONDONTWRITEBYTECODE not set")
-    if not cache:
-        return f"as the environment has it ({note})"
-    os.environ["PYTHONDONTWRITEBYTECODE"] = ""  # empty = unset, for the children
-    os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
-    return f"cached under the temporary workspace (PYTHONPYCACHEPREFIX; {note})"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    sandbox = Sandbox.create(root)
+    if warehouse is not None:
+        sandbox.configure(warehouse=warehouse)
+    untracked = load_config("mlflow", sandbox.conf)["tracking"]["disable_tracking"]["pipelines"]
+    local = yaml.safe_load((sandbox.conf / "local" / "mlflow.yml").read_text())
+    local["tracking"]["disable_tracking"] = {"pipelines": [*untracked, NOOP_PIPELINE]}
+    (sandbox.conf / "local" / "mlflow.yml").write_text(yaml.safe_dump(local))
+    MlflowClient(sandbox.mlflow_uri).search_experiments()
+    return sandbox
 
 
 def kedro_command() -> list[str]:
@@ -186,27 +157,22 @@ def kedro_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "kedro"]
 
 
-def cpu_seconds() -> tuple[float, float] | None:
+def cpu_seconds() -> tuple[float, float]:
     """(CPU seconds the machine has been busy, CPU seconds used by this process, its
     children and their reaped descendants): between two readings, the difference tells
-    how much of the machine other processes used. None without /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-            int, Path("/proc/stat").read_text().split()[1:9])
-        ours = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(stat.parent.name) == os.getpid() or int(fields[1]) == os.getpid():
-                    ours += sum(map(int, fields[11:15]))  # utime stime cutime cstime
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / tick, ours / tick
+    how much of the machine other processes used."""
+    machine = psutil.cpu_times()
+    busy = sum(getattr(machine, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+    me = psutil.Process()
+    ours = sum(me.cpu_times()[:4])  # user, system, children_user, children_system
+    for child in me.children():
+        with contextlib.suppress(psutil.Error):
+            ours += sum(child.cpu_times()[:4])
+    return busy, ours
 
 
 class ForeignLoad:
-    """How many CPUs other processes kept busy while the block ran (None without /proc)."""
+    """How many CPUs other processes kept busy while the block ran."""
 
     def __enter__(self) -> ForeignLoad:
         self.value: float | None = None
@@ -215,7 +181,7 @@ class ForeignLoad:
 
     def __exit__(self, *exc: object) -> None:
         end, wall = cpu_seconds(), time.monotonic() - self._wall
-        if self._start and end and wall > 0:
+        if wall > 0:
             self.value = ((end[0] - self._start[0]) - (end[1] - self._start[1])) / wall
 
 
@@ -246,9 +212,6 @@ def task_runs_by_flow_run(client, flow_run_ids: list[UUID]) -> dict[UUID, list]:
     return by_run
 
 
-def skipped(run) -> bool:
-    return (run.state.message or "").startswith("Skipped")
-
 
 def started(run) -> bool:
     """The run got to Running (a run cancelled by the concurrency limit gets a
@@ -257,7 +220,7 @@ def started(run) -> bool:
 
 
 def did_work(run) -> bool:
-    return run.state_type.value == "COMPLETED" and not skipped(run)
+    return run.state_type.value == "COMPLETED" and not skipped_as_stale(run.state)
 
 
 def seconds(delta: timedelta) -> float:
@@ -275,7 +238,8 @@ def deploy_empty_pipeline(conf: Path, config: dict[str, Any]) -> UUID:
     return flow.from_source(source=str(PROJECT_ROOT), entrypoint=BENCH_ENTRYPOINT).deploy(
         name="empty-pipeline", work_pool_name=config["work_pool"]["name"], work_queue_name=spec["work_queue"],
         parameters={**spec["parameters"], "conf_source": str(conf)}, tags=["bench"],
-        concurrency_limit=concurrency_limit(spec), ignore_warnings=True, print_next_steps=False)
+        concurrency_limit=concurrency_limit(spec), job_variables=spec["job_variables"], ignore_warnings=True,
+        print_next_steps=False)
 
 
 def wait_for_worker(client, pool: str, worker, timeout_s: float = 90) -> None:
@@ -334,10 +298,6 @@ def run_now(client, deployment_id: UUID, timeout_s: float = 600, **parameters: A
 
 # -- measurements -------------------------------------------------------------------------------
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
-
-
 def run_phases(runs: list, tasks: dict[UUID, list]) -> dict[str, float]:
     """Medians over `runs`: task runs per flow run, from the flow's start to its first
     task run, the span of its task runs, the sum of their own durations, from the last
@@ -363,14 +323,14 @@ def overlaps(run, others: list) -> bool:
                for o in others)
 
 
-def freshness(root: Path, since: float, until: float) -> dict[str, Any]:
+def freshness(sandbox: Sandbox, since: float, until: float) -> dict[str, Any]:
     """scored_at - landing-file mtime for every row of the replayed files that landed
     between `since` and `until`; also the parts before and after ingestion."""
     import duckdb
 
-    arrived = {p.name: mtime for p in (root / "landing").glob("scada-*.csv")
+    arrived = {p.name: mtime for p in sandbox.landing.glob("scada-*.csv")
                if since <= (mtime := p.stat().st_mtime) < until}
-    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    con = duckdb.connect(str(sandbox.warehouse), read_only=True)
     try:
         rows = con.execute("""
             SELECT s.source_file, epoch_us(s.ingested_at) / 1e6, epoch_us(p.scored_at) / 1e6
@@ -391,36 +351,35 @@ def freshness(root: Path, since: float, until: float) -> dict[str, Any]:
     }
 
 
-def training_decisions(conf: Path) -> str:
-    """The promotion decisions the training runs logged in the MLflow store of `conf`."""
+def training_decisions(sandbox: Sandbox) -> str:
+    """The promotion decisions the training runs logged in the MLflow store of `sandbox`."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(yaml.safe_load((conf / "local" / "mlflow.yml").read_text())["server"][
-        "mlflow_tracking_uri"])
+    client = MlflowClient(sandbox.mlflow_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return ", ".join(r.data.tags.get("promotion_decision")
                      or f"skipped: {r.data.tags.get('training_skipped')}" for r in runs) or "no MLflow run"
 
 
-def compare_training(client, root: Path, training_id: UUID) -> dict[str, Any]:
+def compare_training(client, root: Path, warehouse: Path, training_id: UUID) -> dict[str, Any]:
     """Alternately: `kedro run --pipeline training` (wall time of the process) and the
     training deployment's flow run on the worker, each into a fresh MLflow store."""
     result: dict[str, Any] = {"cli": [], "flow": [], "flow_from_pending": [], "decisions": [], "tasks": []}
     for i in range(TRAINING_ROUNDS):
-        conf = write_conf(root, root / f"conf-train-cli-{i}", f"mlflow-train-cli-{i}")
+        cli = bench_sandbox(root / f"train-cli-{i}", warehouse)
         start = time.perf_counter()
-        subprocess.run([*kedro_command(), "run", "--pipeline", "training", "--conf-source", str(conf)],
+        subprocess.run([*kedro_command(), "run", "--pipeline", "training", "--conf-source", str(cli.conf)],
                        cwd=PROJECT_ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result["cli"].append(time.perf_counter() - start)
-        result["decisions"].append(f"kedro run: {training_decisions(conf)}")
+        result["decisions"].append(f"kedro run: {training_decisions(cli)}")
 
-        conf = write_conf(root, root / f"conf-train-flow-{i}", f"mlflow-train-flow-{i}")
-        run = run_now(client, training_id, conf_source=str(conf))
+        flow_run = bench_sandbox(root / f"train-flow-{i}", warehouse)
+        run = run_now(client, training_id, conf_source=str(flow_run.conf))
         pending = min(s.timestamp for s in client.read_flow_run_states(run.id) if s.type.value == "PENDING")
         result["flow"].append(duration(run))
         result["flow_from_pending"].append(seconds(run.end_time - pending))
         result["tasks"].append(len(task_runs_by_flow_run(client, [run.id])[run.id]))
-        result["decisions"].append(f"flow run: {training_decisions(conf)}")
+        result["decisions"].append(f"flow run: {training_decisions(flow_run)}")
     return result
 
 
@@ -434,19 +393,21 @@ def run_stack(root: Path, stack, worker_options: dict[str, float]) -> dict[str, 
 
     out: dict[str, Any] = {}
     started = time.monotonic()
-    (root / "landing").mkdir()
-    conf = write_conf(root, root / "conf", "mlflow")
+    main = bench_sandbox(root / "main")
+    conf = main.conf
     if worker_options:  # prefect.yml is merged softly: only these keys change
         (conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {"worker": worker_options}}))
-    out["config"] = config = load_config(str(conf), "local")
+    out["config"] = config = prefect_config(str(conf), "local")
     with (root / "bootstrap.log").open("wb") as log:
         bootstrap = subprocess.Popen([*kedro_command(), "run", "--conf-source", str(conf)],
                                      cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        with stack.prefect_server(port=free_port(), home=root / "prefect-server",
-                                  log_file=root / "server.log") as api_url, \
-                temporary_settings({PREFECT_API_URL: api_url, PREFECT_HOME: root / "prefect-client"}), \
+        with stack.prefect_server(port=stack.free_port(), home=root / "prefect-server",
+                                  log_file=root / "server.log") as server, \
+                temporary_settings({PREFECT_API_URL: server.api_url,
+                                    PREFECT_HOME: root / "prefect-client"}), \
                 get_client(sync_client=True) as client:
+            api_url = server.api_url
             if bootstrap.wait() != 0:
                 raise RuntimeError("The bootstrap `kedro run` failed (bootstrap.log).")
             out["bootstrap_s"] = time.monotonic() - started
@@ -477,8 +438,8 @@ def run_stack(root: Path, stack, worker_options: dict[str, float]) -> dict[str, 
                                 paired[key].append(run_now(client, ids["inference"] if key == "inference"
                                                            else empty_id))
                         out["paired"] = paired
-                out["freshness"] = freshness(root, replay_started, last_scheduled.timestamp())
-                out["training"] = compare_training(client, root, ids["training"])  # phase 3
+                out["freshness"] = freshness(main, replay_started, last_scheduled.timestamp())
+                out["training"] = compare_training(client, root, main.warehouse, ids["training"])  # phase 3
             out["tasks"] = task_runs_by_flow_run(client, [r.id for rs in paired.values() for r in rs])
     finally:
         if bootstrap.poll() is None:
@@ -492,8 +453,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefetch-seconds", type=float, help="override prefect.yml worker.prefetch_seconds")
     parser.add_argument("--query-seconds", type=float, help="override prefect.yml worker.query_seconds")
-    parser.add_argument("--no-bytecode-cache", action="store_true",
-                        help="leave PYTHONDONTWRITEBYTECODE as the environment has it")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace (logs, databases)")
     args = parser.parse_args(argv)
 
@@ -501,7 +460,6 @@ def main(argv: list[str] | None = None) -> None:
 
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
-    bytecode = bytecode_setting(root, cache=not args.no_bytecode_cache)
     worker_options = {k: v for k, v in (("prefetch_seconds", args.prefetch_seconds),
                                         ("query_seconds", args.query_seconds)) if v is not None}
     try:
@@ -515,7 +473,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"Bytecode: {bytecode}.")
     print(f"Load ({os.cpu_count()} CPUs): 1-min average {load_before:.2f} before the bench; CPUs kept busy "
           f"by other processes: {fmt_load(out['foreign_live'].value)} in phase 1, "
           f"{fmt_load(out['foreign_paired'].value)} in phase 2 (figures are noisy if well above 0).")
@@ -610,7 +567,8 @@ def report(out: dict[str, Any]) -> None:  # noqa: PLR0915 (one table after anoth
     for key in ("inference", "training"):
         rs = scheduled[key]
         cancelled = sum(r.state_type.value == "CANCELLED" for r in rs)
-        print(f"  {key:<12}{len(rs):>5}{len(lags[key]):>5}{cancelled:>11}{sum(map(skipped, rs)):>9}"
+        stale = sum(skipped_as_stale(r.state) for r in rs)
+        print(f"  {key:<12}{len(rs):>5}{len(lags[key]):>5}{cancelled:>11}{stale:>9}"
               f"{stats(lags[key])}")
     for reason in sorted({r.state.message for rs in scheduled.values() for r in rs
                           if r.state_type.value == "CANCELLED" and r.state.message}):

@@ -23,33 +23,24 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from kedro.config import OmegaConfigLoader
-from kedro.framework.project import settings
-from kedro.framework.startup import bootstrap_project
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-EXPORT_COLUMNS = ["Wind_turbine_name", "Date_time", "Ba_avg", "P_avg", "Ws_avg", "Va_avg", "Ot_avg",
-                  "Ya_avg", "Wa_avg"]
+from turbine_monitor.project import PROJECT_ROOT, load_config
+
 STAMP_SECONDS = 600  # the SCADA records are 10-minute averages
 
 
-def load_config(conf_source: Path, env: str) -> dict:
-    """The `replay:` section of the Kedro config, read without a KedroSession (no hooks)."""
-    bootstrap_project(PROJECT_ROOT)
-    loader = OmegaConfigLoader(conf_source=str(conf_source), env=env, **settings.CONFIG_LOADER_ARGS)
-    return loader["replay"]["replay"]
-
-
-def read_stamps(source: Path) -> list[tuple[datetime, list[str]]]:
-    """The records of `source` as CSV lines grouped by UTC stamp, in time order; within a stamp
-    the lines keep the source's row order, so a stamp always renders to the same bytes."""
-    table = pq.ParquetFile(source).read(columns=EXPORT_COLUMNS)  # (pq.read_table: +0.6 s of imports)
+def read_stamps(source: Path) -> tuple[str, list[tuple[datetime, list[str]]]]:
+    """The header line of `source`'s columns (the export's, in its order) and its records
+    as CSV lines grouped by UTC stamp, in time order; within a stamp the lines keep the
+    source's row order, so a stamp always renders to the same bytes."""
+    table = pq.ParquetFile(source).read()  # (pq.read_table: +0.6 s of imports)
     seconds = pc.cast(pc.cast(table["Date_time"], pa.timestamp("s", "UTC")), pa.int64())
-    lines = pc.binary_join_element_wise(*(pc.fill_null(table[c], "") for c in EXPORT_COLUMNS), ",")
+    lines = pc.binary_join_element_wise(*(pc.fill_null(table[c], "") for c in table.column_names), ",")
     groups: dict[int, list[str]] = defaultdict(list)
     for stamp, line in zip(seconds.to_pylist(), lines.to_pylist(), strict=True):
         groups[stamp].append(line)
-    return [(datetime.fromtimestamp(stamp, UTC), group) for stamp, group in sorted(groups.items())]
+    return ",".join(table.column_names), [
+        (datetime.fromtimestamp(stamp, UTC), group) for stamp, group in sorted(groups.items())]
 
 
 def file_name(stamp: datetime) -> str:
@@ -108,13 +99,13 @@ def replay(source: Path, landing: Path, state_file: Path, speed: float, max_stam
     `i * 600 / speed` seconds after the start (no waiting at speed 0)."""
     stop = StopRequest()
     last = load_state(state_file)
-    pending = [(stamp, lines) for stamp, lines in read_stamps(source) if last is None or stamp > last]
+    header, stamps = read_stamps(source)
+    pending = [(stamp, lines) for stamp, lines in stamps if last is None or stamp > last]
     if not pending:
         print(f"Replay finished: {source} holds no records after the stamp saved in {state_file}.")
         return
     landing.mkdir(parents=True, exist_ok=True)
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    header = ",".join(EXPORT_COLUMNS)
     interval = STAMP_SECONDS / speed if speed else 0.0
     pace = f"at {speed:g}x real time" if speed else "as fast as possible"
     print(f"Replaying {len(pending)} stamps from {file_name(pending[0][0])} on into {landing} {pace}.",
@@ -145,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-stamps", type=int, metavar="N", help="stop after N files")
     parser.add_argument("--reset", action="store_true", help="forget the saved state: start over")
     args = parser.parse_args(argv)
-    config = load_config(args.conf_source, args.env)
+    config = load_config("replay", args.conf_source, args.env)["replay"]
     speed = float(config["speed"] if args.speed is None else args.speed)
     if speed < 0 or (args.max_stamps or 0) < 0:
         parser.error("--speed and --max-stamps must be >= 0")

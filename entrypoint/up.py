@@ -6,11 +6,14 @@
    `prefect.server.host:port` (conf/base/prefect.yml; SQLite in `prefect.server.home`,
    `.prefect/` in the project, git-ignored) and waits until it answers.
 3. Creates the work pool and registers (or updates) the training and inference
-   deployments, starts a worker on the pool and the live SCADA replay.
+   deployments, starts a worker on the pool and the live SCADA replay, and supervises
+   them: one that dies is restarted with backoff (`prefect.supervisor`); the runs a dead
+   worker held are stopped and set Crashed first. `make up` gives up, stopping
+   everything with a message, when one dies too often or the server dies.
 4. On Ctrl-C or SIGTERM, stops every process it started (and nothing else): replay,
    worker (which stops its flow runs), server.
 
-Logs of the server and the worker: `<prefect.server.home>/logs/`.
+Logs of the server, the worker and the replay: `<prefect.server.home>/logs/`.
 """
 
 from __future__ import annotations
@@ -19,22 +22,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
+from datetime import datetime
 
 import duckdb
-from kedro.config import OmegaConfigLoader
-from kedro.framework.project import settings
 
 from turbine_monitor.orchestration import stack
-from turbine_monitor.orchestration.flows import PROJECT_ROOT, load_config
+from turbine_monitor.orchestration.flows import prefect_config
+from turbine_monitor.project import PROJECT_ROOT, load_config
+
+
+def say(message: str) -> None:
+    print(f"{datetime.now():%H:%M:%S} {message}", flush=True)
 
 
 def warehouse_has_scada() -> bool:
     """Whether the warehouse (`paths.warehouse` in the Kedro config) holds SCADA records."""
-    loader = OmegaConfigLoader(conf_source=str(PROJECT_ROOT / settings.CONF_SOURCE),
-                               **settings.CONFIG_LOADER_ARGS)
-    warehouse = PROJECT_ROOT / loader["globals"]["paths"]["warehouse"]
+    warehouse = PROJECT_ROOT / load_config("globals")["paths"]["warehouse"]
     if not warehouse.exists():
         return False
     try:
@@ -59,54 +63,50 @@ def stop_on_signals() -> None:
         signal.signal(signum, stop)
 
 
-def main() -> int:
+def main() -> None:
     stop_on_signals()
-    config = load_config()
-    server, pool = config["server"], config["work_pool"]["name"]
-    home = PROJECT_ROOT / server["home"]
+    config = prefect_config()
+    server_options, pool = config["server"], config["work_pool"]["name"]
+    home = PROJECT_ROOT / server_options["home"]
     logs = home / "logs"
     if not warehouse_has_scada():
-        print("The warehouse holds no SCADA records: bootstrapping it with `kedro run`...", flush=True)
+        say("The warehouse holds no SCADA records: bootstrapping it with `kedro run`...")
         subprocess.run([sys.executable, "-m", "kedro", "run"], cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
                        check=True)
     with ExitStack() as running:
-        api_url = os.environ.get("PREFECT_API_URL")
+        api_url, server, worker_env = os.environ.get("PREFECT_API_URL"), None, {}
         if api_url:
-            print(f"Using the Prefect server of PREFECT_API_URL: {api_url}", flush=True)
-            stack.wait_until_healthy(api_url, server["startup_timeout_seconds"])
-            worker_env = {}
+            say(f"Using the Prefect server of PREFECT_API_URL: {api_url}")
+            stack.wait_until_healthy(api_url, server_options["startup_timeout_seconds"])
         else:
-            print(f"Starting a Prefect server on {server['host']}:{server['port']} (PREFECT_HOME={home})...",
-                  flush=True)
-            api_url = running.enter_context(stack.prefect_server(
-                host=server["host"], port=server["port"], home=home, log_file=logs / "server.log",
-                startup_timeout_s=server["startup_timeout_seconds"]))
-            worker_env = {"PREFECT_HOME": str(home)}
+            say(f"Starting a Prefect server on {server_options['host']}:{server_options['port']} "
+                f"(PREFECT_HOME={home})...")
+            server = running.enter_context(stack.prefect_server(
+                host=server_options["host"], port=server_options["port"], home=home,
+                log_file=logs / "server.log", startup_timeout_s=server_options["startup_timeout_seconds"],
+                settings=server_options["settings"]))
+            api_url, worker_env = server.api_url, {"PREFECT_HOME": str(home)}
             if crashed := stack.crash_orphaned_runs(pool, api_url):  # left by a `make up` killed hard
-                print(f"Set Crashed {crashed} flow run(s) whose process was gone.", flush=True)
+                say(f"Set Crashed {crashed} flow run(s) whose process was gone.")
         deployments = stack.register_deployments(api_url=api_url)
-        worker = running.enter_context(stack.prefect_worker(pool, api_url, env=worker_env,
-                                                            log_file=logs / "worker.log"))
-        running.enter_context(stack.scada_replay())
+        supervisor = running.enter_context(stack.Supervisor(stack.restart_policy(config), say=say))
+        supervisor.add(stack.worker_service(pool, api_url, env=worker_env, log_file=logs / "worker.log"))
+        supervisor.add(stack.replay_service(log_file=logs / "replay.log"))
         ui = api_url.removesuffix("/api")
         print(f"""
 turbine-monitor is up. Ctrl-C stops it.
   Prefect UI       {ui}  (deployments: {', '.join(deployments)}; work pool: {pool})
   MLflow UI        make mlflow-ui   (or: uv run kedro mlflow ui)      -> http://127.0.0.1:5000
   Pipeline graph   make viz         (or: uv run kedro viz run)        -> http://127.0.0.1:4141
-  Logs             {logs}/  (server.log, worker.log)
+  Logs             {logs}/  (server.log, worker.log, replay.log)
 """, flush=True)
-        while worker.poll() is None:  # the replay may finish (end of the data): the rest goes on
-            time.sleep(1)
-        print(f"The Prefect worker exited with code {worker.returncode} (see {logs / 'worker.log'}).",
-              file=sys.stderr)
-        return 1
+        supervisor.watch(essential=server.service if server else None)
 
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        main()
     except KeyboardInterrupt:
-        print("Stopped.", flush=True)
-    except (RuntimeError, subprocess.CalledProcessError) as error:  # the server or the bootstrap failed
+        say("Stopped.")
+    except (RuntimeError, subprocess.CalledProcessError) as error:  # a service gave up, the bootstrap failed
         sys.exit(f"make up: {error}")

@@ -7,13 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PARAMETERS
 from turbine_monitor.detection import EPISODE_COLUMNS, detect_alerts
 
-PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_inference.yml").read_text())["inference"][
-    "alerts"]
+PARAMS = PARAMETERS["inference"]["alerts"]
 TURBINES = ["T1", "T2", "T3", "T4"]
 START = pd.Timestamp("2015-03-01", tz="UTC")
 EXPECTED_KW = 1000.0

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import FAST_TRAINING, PROJECT_ROOT, write_export_slice
+
+pytestmark = pytest.mark.slow
 
 
 def test_turbine_performance_notebook_executes(workspace, tmp_path, monkeypatch):

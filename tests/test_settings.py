@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import yaml
-from kedro.config import OmegaConfigLoader
-from kedro.framework.project import settings
-from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import PROJECT_ROOT, Workspace
-from turbine_monitor.orchestration.flows import load_config
+from turbine_monitor.orchestration.flows import prefect_config
+from turbine_monitor.project import load_config
+from turbine_monitor.sandbox import Sandbox
 
 
-def test_a_local_prefect_yml_overrides_one_deployment_key_and_keeps_the_rest(workspace: Workspace):
-    base = load_config(str(workspace.conf))
+def test_a_local_prefect_yml_overrides_one_deployment_key_and_keeps_the_rest(workspace: Sandbox):
+    base = prefect_config(str(workspace.conf))
     (workspace.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
         "deployments": {"inference": {"interval_seconds": 5},
                         "training": {"parameters": {"runtime_params": {"training": {"window_days": 30}}}}},
         "worker": {"query_seconds": 1}}}))
-    merged = load_config(str(workspace.conf))
+    merged = prefect_config(str(workspace.conf))
 
     assert merged["deployments"]["inference"] == {**base["deployments"]["inference"], "interval_seconds": 5}
     assert merged["deployments"]["training"] == {**base["deployments"]["training"], "parameters": {
@@ -27,11 +25,9 @@ def test_a_local_prefect_yml_overrides_one_deployment_key_and_keeps_the_rest(wor
         k: v for k, v in base.items() if k not in ("deployments", "worker")}
 
 
-def test_a_local_replay_yml_overrides_only_the_speed(workspace: Workspace):
+def test_a_local_replay_yml_overrides_only_the_speed(workspace: Sandbox):
     (workspace.conf / "local" / "replay.yml").write_text(yaml.safe_dump({"replay": {"speed": 60}}))
-    bootstrap_project(PROJECT_ROOT)
-    loader = OmegaConfigLoader(conf_source=str(workspace.conf), **settings.CONFIG_LOADER_ARGS)
-    replay = loader["replay"]["replay"]
+    replay = load_config("replay", workspace.conf)["replay"]
     assert replay["speed"] == 60
     assert replay["landing"] == str(workspace.landing)  # the rest still comes from base
     assert replay["state_file"] == "data/replay_state.json"

@@ -45,18 +45,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-
-@dataclass(frozen=True)
-class AlertUpdate:
-    """The alert episodes recomputed from `since` on (all start at or after it); the
-    stored episodes that start earlier are final. `scored_through`: the newest
-    `scored_at` among the predictions the detection read."""
-
-    since: pd.Timestamp
-    episodes: pd.DataFrame
-    scored_through: pd.Timestamp
-
-
 EPISODE_COLUMNS = ["turbine_id", "kind", "start_ts", "end_ts", "energy_lost_kwh", "records",
                    "operating_records", "mean_relative_residual", "deficit_at_open", "channel"]
 

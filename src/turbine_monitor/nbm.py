@@ -158,24 +158,3 @@ class PowerModelPyfunc(mlflow.pyfunc.PythonModel):
         scada["ts"] = pd.to_datetime(scada["ts"], utc=True)
         return self.power_model.predict(scada)
 
-
-@dataclass
-class RegisteredModel:
-    """A model version from the registry, as loaded by alias."""
-
-    version: str
-    run_id: str
-    power_model: PowerModel
-
-
-@dataclass
-class ModelRelease:
-    """A newly trained model and the decision about it, for the registry to record."""
-
-    power_model: PowerModel
-    input_example: pd.DataFrame
-    promote: bool
-    challenger_mae_kw: float
-    champion_mae_kw: float | None
-    champion_version: str | None
-    holdout: dict = field(default_factory=dict)

@@ -1,20 +1,18 @@
 """Project settings. See https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
 
 import warnings
-from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from turbine_monitor.hooks import ForgetFinishedMlflowRun
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from turbine_monitor.hooks import ForgetFinishedMlflowRun, ModelRegistryHooks, RunSummaryHooks
+from turbine_monitor.project import PROJECT_ROOT
 
 # Kedro 1.x registers its resolvers with OmegaConf's deprecated `register_new_resolver`:
 # three multi-line warnings on every configuration load, in every run's log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (ForgetFinishedMlflowRun(),)
+HOOKS = (ForgetFinishedMlflowRun(), ModelRegistryHooks(), RunSummaryHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -27,7 +25,8 @@ CONFIG_LOADER_ARGS = {
         "project_root": lambda: PROJECT_ROOT.as_posix(),
     },
     "config_patterns": {"replay": ["replay*", "replay*/**"], "prefect": ["prefect*", "prefect*/**"]},
-    # conf/<env>/prefect.yml and replay.yml override only the keys they set (e.g. one
-    # deployment's interval); Kedro's default would replace the whole top-level section.
-    "merge_strategy": {"prefect": "soft", "replay": "soft"},
+    # A file in conf/<env> overrides only the keys it sets (e.g. one deployment's interval,
+    # the MLflow tracking URI, one path); Kedro's default would replace whole top-level
+    # sections. kedro-mlflow adds the `mlflow` pattern itself.
+    "merge_strategy": {"globals": "soft", "mlflow": "soft", "prefect": "soft", "replay": "soft"},
 }

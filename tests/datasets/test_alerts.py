@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from turbine_monitor.datasets import AlertsDataset
-from turbine_monitor.detection import EPISODE_COLUMNS, AlertUpdate
-from turbine_monitor.skipped import Skipped
+from turbine_monitor.detection import EPISODE_COLUMNS
+from turbine_monitor.values import AlertUpdate, Skipped
 
 T0 = pd.Timestamp("2015-05-01", tz="UTC")
 
@@ -52,7 +52,7 @@ def test_known_episodes_keep_their_opened_at_and_new_ones_are_stamped_now(alerts
     assert second[key].end_ts == T0 + pd.Timedelta(hours=2) and second[key].records == 12
     (new,) = set(second) - {key}
     assert second[new].opened_at > first[key].opened_at
-    assert "Alert opened: R80721 underperformance" in caplog.text
+    assert "2 episodes, 1 of them new (1 of those still open)" in caplog.text
 
 
 def test_an_unchanged_episode_is_not_touched(alerts):

@@ -15,11 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, RAW_DIR, Workspace
+from tests.conftest import HEADER, PROJECT_ROOT, RAW_DIR
 from tests.pipelines.ingestion.test_real_data import write_full_export
 from turbine_monitor.datasets import DuckDBQueryDataset, WarehouseLockedError
-
-HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
+from turbine_monitor.sandbox import Sandbox
 
 
 def hold_lock(warehouse: Path, seconds: float) -> subprocess.Popen:
@@ -31,7 +30,7 @@ def hold_lock(warehouse: Path, seconds: float) -> subprocess.Popen:
     return holder
 
 
-def kedro_run(ws: Workspace, **kwargs) -> subprocess.Popen:
+def kedro_run(ws: Sandbox, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "KEDRO_LOGGING_CONFIG": str(PROJECT_ROOT / "tests" / "plain_logging.yml")}
     return subprocess.Popen(
         [sys.executable, "-m", "kedro", "run", "--pipeline", "ingestion", "--conf-source", str(ws.conf)],
@@ -80,6 +79,7 @@ def test_threads_of_one_process_share_the_warehouse_and_release_it_between_units
     assert opened.returncode == 0, opened.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
     """Two ingestion loops on one warehouse, each with its own landing zone: some rows
     overlap (identical), one file is delivered to both. Nothing fails, nothing is lost."""
@@ -88,11 +88,10 @@ def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
         from pathlib import Path
         from kedro.framework.session import KedroSession
         from kedro.framework.startup import bootstrap_project
-        project, conf, landing, turbine, go = sys.argv[1:6]
+        project, conf, landing, turbine, go, header = sys.argv[1:7]
         bootstrap_project(Path(project))
         while not Path(go).exists():
             time.sleep(0.01)
-        header = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\\n"
         for i in range(8):
             rows = [f"{t},2015-01-{1 + i:02d}T{h:02d}:00:00+01:00,0,{h}.5,6.0,0,5,180,180\\n"
                     for t in (turbine, "R80711") for h in range(24)]
@@ -106,16 +105,15 @@ def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
     shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", asset_table_only)
     workers = []
     for name, turbine in (("a", "R80721"), ("b", "R80736")):
-        ws = Workspace(tmp_path / name, raw_dir=asset_table_only)
-        ws.warehouse = tmp_path / "shared.duckdb"
-        ws.set_globals()
+        ws = Sandbox.create(tmp_path / name, raw_dir=asset_table_only)
+        ws.configure(warehouse=tmp_path / "shared.duckdb")
         (ws.landing / "shared.csv").write_text(HEADER + "R80790,2015-02-01T00:00:00+01:00,0,1,2,0,5,1,1\n")
         workers.append((ws, subprocess.Popen(
             [sys.executable, "-c", script, str(PROJECT_ROOT), str(ws.conf), str(ws.landing), turbine,
-             str(go)],
+             str(go), HEADER],
             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
     go.touch()
-    reader = DuckDBQueryDataset(str(tmp_path / "shared.duckdb"), query="SELECT count(*) AS n FROM scada")
+    reader = DuckDBQueryDataset(str(tmp_path / "shared.duckdb"), table="scada", columns=["turbine_id"])
     while any(p.poll() is None for _, p in workers):
         reader.load()
     for _, process in workers:
@@ -129,6 +127,7 @@ def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
                      "rows_accepted + rows_duplicate + rows_quarantined") == 0
 
 
+@pytest.mark.slow
 def test_kill_9_during_commit_leaves_no_half_ingested_file(workspace):
     write_full_export(workspace.landing / "full.csv")
     run = kedro_run(workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

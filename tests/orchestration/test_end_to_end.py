@@ -24,7 +24,6 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -33,21 +32,22 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterDeploymentId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.conftest import FAST_TRAINING, Workspace, landing_only_workspace, write_export_slice
-from tests.orchestration.conftest import free_port, wait_for
+from tests.conftest import write_export_slice
+from tests.orchestration.conftest import wait_for
 from turbine_monitor.orchestration import stack
-from turbine_monitor.orchestration.flows import load_config
+from turbine_monitor.orchestration.flows import TIMINGS_PREFIX, prefect_config, skipped_as_stale
+from turbine_monitor.sandbox import Sandbox
 
-INTERVALS_S = {"inference": 5, "training": 20}
+pytestmark = pytest.mark.slow
+
 NEW_DAYS = 4  # one landing file per day of February 2014, ...
 DROP_EVERY_S = 4  # ... this often
-# A flow run process takes seconds to start, more on a busy machine: runs that start late
-# are still run rather than skipped as stale (`stale_after_intervals` is tested in test_flows).
-STALE_AFTER_INTERVALS = 20
 MIN_COMPLETED = {"inference": 3, "training": 2}
 IN_FLIGHT = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 # CI installs PostgreSQL (.ci/run) and sets this: there a missing PostgreSQL fails the test.
@@ -92,7 +92,7 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}"
                         f"{log.read_text() if log.exists() else ''}")
 
-    data, port = root / "data", free_port()
+    data, port = root / "data", stack.free_port()
     try:
         pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
         pg("pg_ctl", "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-t", "60", "-o",
@@ -111,38 +111,17 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
-@pytest.fixture
-def champion_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    """January 2014 ingested and a champion trained on it (plain Kedro), in an MLflow
-    store of the test's own, and a `conf/local/prefect.yml` that overrides only the
-    intervals, the training's runtime parameters and the worker's polling."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    ws = landing_only_workspace(tmp_path)
-    write_export_slice(ws.landing / "2014-01.csv", "2014-01-01", "2014-02-01")
-    ws.run("ingestion")
-    ws.run("training", runtime_params=FAST_TRAINING)
-    (ws.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
-        "deployments": {"inference": {"interval_seconds": INTERVALS_S["inference"]},
-                        "training": {"interval_seconds": INTERVALS_S["training"],
-                                     "parameters": {"runtime_params": FAST_TRAINING}}},
-        "stale_after_intervals": STALE_AFTER_INTERVALS, "worker": {"query_seconds": 1}}}))
-    return ws
-
-
 def flow_runs(deployment_id: UUID) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
 
 
-def skipped(run: FlowRun) -> bool:
-    """Completed without doing its work: it started too late (flows.skip_if_stale)."""
-    return run.state.is_completed() and (run.state.message or "").startswith("Skipped")
-
 
 def worked(deployment_id: UUID) -> list[FlowRun]:
     """The runs of the deployment that completed their pipeline."""
-    return [run for run in flow_runs(deployment_id) if run.state.is_completed() and not skipped(run)]
+    return [run for run in flow_runs(deployment_id)
+            if run.state.is_completed() and not skipped_as_stale(run.state)]
 
 
 def training_decisions(flow_run_ids: list[UUID]) -> dict[UUID, str]:
@@ -155,7 +134,18 @@ def training_decisions(flow_run_ids: list[UUID]) -> dict[UUID, str]:
             if row["name"] == "promotion_decision"}
 
 
-def drop_new_days(ws: Workspace) -> int:
+def timings(flow_run_ids: list[UUID]) -> list[dict]:
+    """The `Timings: {...}` records the flow runs logged (flows.RunTimings)."""
+    logs: list = []
+    of_runs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids))
+    with get_client(sync_client=True) as client:
+        while page := client.read_logs(log_filter=of_runs, limit=200, offset=len(logs)):
+            logs += page
+    return [json.loads(log.message.removeprefix(TIMINGS_PREFIX)) for log in logs
+            if log.message.startswith(TIMINGS_PREFIX)]
+
+
+def drop_new_days(ws: Sandbox) -> int:
     """One CSV export per day of February 2014 into the landing zone, DROP_EVERY_S apart,
     each written under a hidden name and renamed, as a SCADA export (and the replay) does:
     a run must never ingest a file half-written."""
@@ -171,11 +161,12 @@ def drop_new_days(ws: Workspace) -> int:
 
 def test_scheduled_runs_ingest_score_and_retrain(database_url, champion_workspace, tmp_path, request):
     ws = champion_workspace
-    config = load_config(str(ws.conf))
+    config = prefect_config(str(ws.conf))
     home = tmp_path / "prefect-home"
-    with (stack.prefect_server(port=free_port(), home=home, database_url=database_url,
-                               log_file=tmp_path / "server.log") as api_url,
-          temporary_settings({PREFECT_API_URL: api_url})):
+    with (stack.prefect_server(port=stack.free_port(), home=home, database_url=database_url,
+                               log_file=tmp_path / "server.log") as server,
+          temporary_settings({PREFECT_API_URL: server.api_url})):
+        api_url = server.api_url
         ids = stack.register_deployments(conf_source=str(ws.conf))
         with stack.prefect_worker(config["work_pool"]["name"], api_url, env={"PREFECT_HOME": str(home)},
                                   log_file=tmp_path / "worker.log", conf_source=str(ws.conf)):
@@ -196,10 +187,13 @@ def test_scheduled_runs_ingest_score_and_retrain(database_url, champion_workspac
                                      for run in flow_runs(deployment_id)), "the runs under way to finish")
         runs = {name: flow_runs(deployment_id) for name, deployment_id in ids.items()}
         decisions = training_decisions([run.id for run in runs["training"]])
+        priority = {name: {timing["nice"] for timing in timings([run.id for run in found])}
+                    for name, found in runs.items()}
 
     counts = {name: dict(Counter(run.state.name for run in found)) for name, found in runs.items()}
     report = {"database": request.node.callspec.params["database_url"], "states": counts,
-              "completed_but_skipped_as_stale": {name: sum(map(skipped, runs[name])) for name in runs},
+              "completed_but_skipped_as_stale": {name: sum(skipped_as_stale(run.state) for run in found)
+                                                 for name, found in runs.items()},
               "training_decisions": sorted(decisions.values())}
     (tmp_path / "run_counts.json").write_text(json.dumps(report, indent=2))
     print(f"\nend-to-end run counts ({tmp_path / 'run_counts.json'}): {json.dumps(report)}")
@@ -220,3 +214,6 @@ def test_scheduled_runs_ingest_score_and_retrain(database_url, champion_workspac
     training_ids = {str(run.id) for run in runs["training"] if run.state.is_completed()}
     assert tagged and set(tagged) <= training_ids  # every tagged MLflow run is a completed flow run
     assert any("promotion_decision" in run.data.tags for run in tagged.values())  # one of them trained
+
+    # Training yields the CPU to inference (prefect.yml: the deployments' job variables).
+    assert priority == {"inference": {0}, "training": {10}}

@@ -10,18 +10,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.conftest import Workspace, write_export_slice
-from tests.orchestration.conftest import HOLD_LOCK, free_port, wait_for
+from tests.conftest import write_export_slice
+from tests.orchestration.conftest import HOLD_LOCK, wait_for
 from turbine_monitor.orchestration import stack
-from turbine_monitor.orchestration.flows import load_config
+from turbine_monitor.orchestration.flows import prefect_config
+from turbine_monitor.sandbox import Sandbox
+
+pytestmark = pytest.mark.slow
 
 # A process that ignores SIGTERM and starts a grandchild in its group, then says so.
 STUBBORN = """
@@ -35,10 +38,9 @@ time.sleep(600)
 
 def alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 def test_stop_group_kills_the_whole_group_even_a_process_ignoring_sigterm():
@@ -64,9 +66,9 @@ def test_a_server_cannot_start_on_a_port_in_use(tmp_path):
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("prefect-home")
-    with stack.prefect_server(port=free_port(), home=home, log_file=home / "server.log") as url, \
-            temporary_settings({PREFECT_API_URL: url}):
-        yield url
+    with stack.prefect_server(port=stack.free_port(), home=home, log_file=home / "server.log") as server, \
+            temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield server.api_url
 
 
 def test_deployments_carry_the_configuration_they_were_registered_from(api_url, workspace):
@@ -82,7 +84,7 @@ def test_deployments_carry_the_configuration_they_were_registered_from(api_url, 
     assert [s.schedule.interval for s in training.schedules] == [timedelta(seconds=120)]  # from base
 
 
-def test_a_worker_stopped_mid_run_leaves_it_crashed_and_frees_its_slot(api_url, workspace: Workspace,
+def test_a_worker_stopped_mid_run_leaves_it_crashed_and_frees_its_slot(api_url, workspace: Sandbox,
                                                                         tmp_path):
     """Inference stuck on a warehouse another process holds locked: stop the worker while
     the run is Running; the run ends Crashed and the deployment's slot is free again."""
@@ -97,7 +99,7 @@ def test_a_worker_stopped_mid_run_leaves_it_crashed_and_frees_its_slot(api_url, 
         assert holder.stdout.readline().strip() == "locked"
         with get_client(sync_client=True) as client:
             client.create_flow_run_from_deployment(ids["inference"])  # now, not at the next interval
-            with stack.prefect_worker(load_config(str(workspace.conf))["work_pool"]["name"], api_url,
+            with stack.prefect_worker(prefect_config(str(workspace.conf))["work_pool"]["name"], api_url,
                                       conf_source=str(workspace.conf), log_file=tmp_path / "worker.log"):
                 running = wait_for(lambda: [r for r in client.read_flow_runs(flow_run_filter=runs)
                                             if r.state.is_running()], "an inference run to be running")

@@ -17,18 +17,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from kedro.io import AbstractDataset, DatasetError
 
-MALFORMED_LINE = "malformed_line"
-
-
-class UnreadableFileError(Exception):
-    """A source file that cannot be read as a table at all."""
+from turbine_monitor.values import MALFORMED_LINE, UnreadableFileError
 
 
 @dataclass(frozen=True)
-class SourceFile:
-    """One export file: its name, size, modification time (ns since the epoch), its
-    content checksum (computed on first use) and a reader that returns every field as
-    the text delivered (missing fields as nulls).
+class ExportFile:
+    """One export file (a `values.SourceFile`): its name, size, modification time (ns
+    since the epoch), its content checksum (computed on first use) and a reader that
+    returns every field as the text delivered (missing fields as nulls).
 
     Rows whose field count does not match the header are kept, with their text in
     the `malformed_line` column, so that nothing read is dropped.
@@ -87,11 +83,18 @@ def _read_csv(path: Path) -> pa.Table:
     return table
 
 
-class SourceFilesDataset(AbstractDataset[dict[str, SourceFile], None]):
+class SourceFilesDataset(AbstractDataset[dict[str, ExportFile], None]):
     """Read-only: `load()` lists the files matching `glob` under `path`, sorted by
-    name, as `{name: SourceFile}`; nothing is hashed or parsed until asked for.
+    name, as `{name: ExportFile}`; nothing is hashed or parsed until asked for.
 
     CSV files are read with pyarrow, Parquet files with pyarrow, all fields as text.
+
+    Example (`conf/base/catalog.yml`)::
+
+        landing_files:
+          type: turbine_monitor.datasets.SourceFilesDataset
+          path: data/01_raw/landing
+          glob: "*.csv"
     """
 
     def __init__(self, path: str, glob: str = "*.csv", metadata: dict[str, Any] | None = None):
@@ -99,12 +102,12 @@ class SourceFilesDataset(AbstractDataset[dict[str, SourceFile], None]):
         self._glob = glob
         self.metadata = metadata
 
-    def load(self) -> dict[str, SourceFile]:
+    def load(self) -> dict[str, ExportFile]:
         stats = {p: p.stat() for p in self._path.glob(self._glob)}
-        return {p.name: SourceFile(p.name, p, stat.st_size, stat.st_mtime_ns)
+        return {p.name: ExportFile(p.name, p, stat.st_size, stat.st_mtime_ns)
                 for p, stat in sorted(stats.items()) if S_ISREG(stat.st_mode)}
 
-    def save(self, data: dict[str, SourceFile]) -> None:
+    def save(self, data: dict[str, ExportFile]) -> None:
         raise DatasetError(f"{type(self).__name__} is read-only")
 
     def _exists(self) -> bool:

@@ -3,7 +3,9 @@
 DuckDB lets one process at a time open the file for writing and does not wait for
 the lock, so every load and save here attaches the file, does its work and detaches
 it at once, and retries a held lock with jittered exponential backoff for at most
-`lock_timeout_s` seconds before failing with `WarehouseLockedError`.
+`lock_timeout_s` seconds before failing with `WarehouseLockedError`. That wait is the
+project's one retry layer for warehouse contention: nothing retries a node or a flow
+run on top of it.
 
 The file is attached to one in-memory DuckDB database per process, kept for the life
 of the process: creating a DuckDB database costs ~15 ms (its catalog of built-in
@@ -27,15 +29,16 @@ from typing import Any
 import duckdb
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro.utils import load_obj
 
-from turbine_monitor.detection import AlertUpdate
-from turbine_monitor.skipped import Skipped
+from turbine_monitor.values import AlertUpdate, Skipped, WarehouseQuery
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text()
-# Another process holds the file, or another DuckDB database of this process has it open.
-_HELD_MESSAGES = ("Could not set lock", "Unique file handle conflict")
+# DuckDB has no exception type of its own for a lock another process holds: an IOException
+# with this message (tests/datasets/test_warehouse.py pins it).
+_LOCKED_BY_ANOTHER_PROCESS = "Could not set lock"
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
 _ALIAS = "warehouse"
@@ -67,8 +70,9 @@ def _attach(filepath: Path, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
         try:
             database.execute(f"ATTACH '{path}' AS {_ALIAS}")
             return database
-        except duckdb.Error as exc:
-            if not any(message in str(exc) for message in _HELD_MESSAGES):
+        except (duckdb.IOException, duckdb.ResourceInUseException) as exc:
+            # ResourceInUse: another DuckDB database of this process has the file open.
+            if isinstance(exc, duckdb.IOException) and _LOCKED_BY_ANOTHER_PROCESS not in str(exc):
                 raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -114,24 +118,51 @@ class _WarehouseDataset(AbstractDataset):
 
 
 class DuckDBQueryDataset(_WarehouseDataset):
-    """Loads the result of `query`; saves by inserting into `table` (by column name),
-    ignoring rows whose key is already there, in one transaction."""
+    """Loads `columns` (default: all) of `table`, sorted by `order_by`, or the result of
+    `query`: the import path of a function that, called with `query_args`, returns a
+    `values.WarehouseQuery` (SQL with `$name` parameters, and their values), so that
+    the rule deciding which rows to read is a Python function a unit test reaches.
+    Saves by inserting into `table` (by column name), ignoring rows whose key is
+    already there, in one transaction.
 
-    def __init__(self, filepath: str, query: str | None = None, table: str | None = None,
-                 lock_timeout_s: float = 60.0, metadata: dict | None = None):
+    Example (`conf/base/catalog.yml`)::
+
+        scada@to_score:
+          type: turbine_monitor.datasets.DuckDBQueryDataset
+          filepath: data/warehouse.duckdb
+          query: turbine_monitor.pipelines.inference.rules.rows_to_score
+          query_args: {history_hours: 6}
+
+        predictions:
+          type: turbine_monitor.datasets.DuckDBQueryDataset
+          filepath: data/warehouse.duckdb
+          table: predictions
+    """
+
+    def __init__(self, filepath: str, table: str | None = None, columns: list[str] | None = None,
+                 order_by: list[str] | None = None, query: str | None = None,
+                 query_args: dict[str, Any] | None = None, lock_timeout_s: float = 60.0,
+                 metadata: dict | None = None):
         super().__init__(filepath, lock_timeout_s, metadata)
-        if query is None and table is None:
-            raise DatasetError("DuckDBQueryDataset needs a query, a table, or both")
-        self._query = query or f"SELECT * FROM {table}"
-        self._table = table
+        if (query is None) == (table is None):
+            raise DatasetError("DuckDBQueryDataset needs either a table or a query")
+        self._table, self._columns, self._order_by = table, columns, order_by
+        self._query, self._query_args = query, query_args or {}
+
+    def _select(self) -> WarehouseQuery:
+        if self._query is not None:
+            return load_obj(self._query)(**self._query_args)
+        order = f" ORDER BY {', '.join(self._order_by)}" if self._order_by else ""
+        return WarehouseQuery(f"SELECT {', '.join(self._columns or ['*'])} FROM {self._table}{order}", {})
 
     def load(self) -> pd.DataFrame:
+        select = self._select()
         with self._connect() as con:
-            return con.sql(self._query).df()
+            return con.execute(select.sql, select.parameters).df()
 
     def save(self, data: pd.DataFrame) -> None:
-        if self._table is None:
-            raise DatasetError("DuckDBQueryDataset without a table is read-only")
+        if self._query is not None:
+            raise DatasetError("DuckDBQueryDataset with a query is read-only")
         with self._connect() as con:
             con.begin()
             con.register("incoming", data)
@@ -140,15 +171,14 @@ class DuckDBQueryDataset(_WarehouseDataset):
             con.commit()
 
     def _describe(self) -> dict[str, Any]:
-        return {**super()._describe(), "query": self._query, "table": self._table}
+        return {**super()._describe(), "table": self._table, "query": self._query,
+                "query_args": self._query_args}
 
 
 class ScadaTableDataset(_WarehouseDataset):
     """The `scada` table. `load()` returns the whole table; `save(batch)` commits one
     ingestion batch to `scada`, `scada_quarantine` and `ingested_files` in a single
-    transaction, so a killed run leaves no half-ingested file. (The catalog reads
-    `scada` through queries transcoded with it, `scada@...`, so that every pipeline
-    reading it runs after the ingestion that writes it.)
+    transaction, so a killed run leaves no half-ingested file.
 
     The batch is a dict of three DataFrames from the ingestion pipeline:
     `files` (one row per source file, counts from validation), `scada` (validated rows,
@@ -159,6 +189,12 @@ class ScadaTableDataset(_WarehouseDataset):
     a row with the same turbine and timestamp but other values is quarantined as
     `duplicate_conflict` (the first one kept). The file counts are updated to match,
     so `rows_read = rows_accepted + rows_duplicate + rows_quarantined` always holds.
+
+    Example (`conf/base/catalog.yml`)::
+
+        scada@batch:
+          type: turbine_monitor.datasets.ScadaTableDataset
+          filepath: data/warehouse.duckdb
     """
 
     _VALUES = ("power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
@@ -225,8 +261,15 @@ class AlertsDataset(_WarehouseDataset):
     in one transaction: the episodes starting at or after `update.since` are replaced
     by the recomputed ones, keyed by (turbine_id, kind, start_ts): a known episode
     keeps its `opened_at` (and its `updated_at` unless it changed), a new one is
-    stamped now and logged; earlier episodes stay as they are; `alert_detection`
-    records `update.scored_through`. `save(Skipped(reason))` changes nothing."""
+    stamped now; earlier episodes stay as they are; `alert_detection` records
+    `update.scored_through`. `save(Skipped(reason))` changes nothing.
+
+    Example (`conf/base/catalog.yml`)::
+
+        alerts:
+          type: turbine_monitor.datasets.AlertsDataset
+          filepath: data/warehouse.duckdb
+    """
 
     _KEY = ("turbine_id", "kind", "start_ts")
 
@@ -258,5 +301,7 @@ class AlertsDataset(_WarehouseDataset):
             con.execute("INSERT INTO alert_detection (scored_through) VALUES ($at)",
                         {"at": update.scored_through})
             con.commit()
-        for turbine, kind, start in opened:
-            logger.warning("Alert opened: %s %s since %s.", turbine, kind, start)
+        open_now = update.episodes[update.episodes["end_ts"].isna()]
+        open_keys = set(open_now[list(self._KEY)].itertuples(index=False, name=None))
+        logger.info("Alerts since %s: %d episodes, %d of them new (%d of those still open).", update.since,
+                    len(update.episodes), len(opened), sum(tuple(key) in open_keys for key in opened))

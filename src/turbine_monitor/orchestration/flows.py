@@ -1,19 +1,26 @@
 """Prefect flows running the project's Kedro pipelines, and their deployments.
 
-Each flow opens one KedroSession with the project's hooks (so kedro-mlflow opens at
-most one MLflow run) and runs one pipeline with `PrefectTaskRunner`: every Kedro node
-is a Prefect task run, and Kedro's log records go to the Prefect API. The flows hold
-no pipeline logic: they publish what the pipeline did (artifacts, alert events) and
-skip scheduled runs that start too late. Configuration: `conf/<env>/prefect.yml`.
+Each flow run reads its configuration (`conf/<env>/prefect.yml`) from its own `env` and
+`conf_source` parameters, opens one KedroSession with the project's hooks (so
+kedro-mlflow opens at most one MLflow run) and runs one pipeline with
+`PrefectTaskRunner`: every Kedro node is a Prefect task run, and Kedro's log records go
+to the Prefect API. The flows hold no pipeline logic: they publish what the pipeline
+did (artifacts, alert events), skip scheduled runs that start too late, and log where
+their time went (a `Timings: {...}` line). A failed run is not retried: the next
+scheduled run does its work (ingestion, scoring and training all pick up from what the
+warehouse and the registry hold).
 
 Kedro is imported here, at module level, on purpose: importing it inside a task run
-reconfigures logging under Prefect's feet.
+reconfigures logging under Prefect's feet. Importing this module has no other effect
+than importing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -21,37 +28,47 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import mlflow
 import pandas as pd
-from kedro.config import OmegaConfigLoader
+import psutil
 from kedro.framework.hooks import hook_impl
-from kedro.framework.project import settings
 from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from kedro.io import CatalogProtocol
 from prefect import flow, get_client, get_run_logger, runtime
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, Flow, FlowRun
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging.handlers import APILogHandler
 from prefect.states import Completed, State
 
+from turbine_monitor.hooks import RELEASE
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
+from turbine_monitor.project import PROJECT_ROOT, kedro_session, load_config
+from turbine_monitor.values import ModelRelease, Skipped
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+# isort: split
+# Imported now rather than when the session opens: a worker starts a flow run's process
+# `prefetch_seconds` before its scheduled time and the process imports this module while
+# it waits, so that these imports (~1.5 s: the project's pipelines with scikit-learn and
+# MLflow, MLflow's SQL stores) do not delay the run.
+import kedro_mlflow.framework.hooks  # noqa: F401
+import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+import turbine_monitor.pipeline_registry  # noqa: F401
+
 FLOWS_FILE = Path(__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
-FORWARDED_LOGGERS = ("kedro", "kedro_mlflow", "turbine_monitor")
+FORWARDED_LOGGERS = ("kedro", "kedro_mlflow", "turbine_monitor")  # at their levels in conf/logging.yml
+TIMINGS_PREFIX = "Timings: "
+FLOW_RUN_TAG = "prefect_flow_run_id"  # on the MLflow run of a training flow run
 
-bootstrap_project(PROJECT_ROOT)
+logger = logging.getLogger(__name__)
 
 
-def load_config(conf_source: str | None = None, env: str | None = None) -> dict[str, Any]:
+def prefect_config(conf_source: str | None = None, env: str | None = None) -> dict[str, Any]:
     """The `prefect:` section of the Kedro configuration (`prefect*.yml`)."""
-    loader = OmegaConfigLoader(conf_source=conf_source or str(PROJECT_ROOT / settings.CONF_SOURCE), env=env,
-                               **settings.CONFIG_LOADER_ARGS)
-    return loader["prefect"]["prefect"]
+    return load_config("prefect", conf_source, env)["prefect"]
 
 
 def stale_skip_message(scheduled: datetime, started: datetime, interval_s: float,
@@ -64,18 +81,59 @@ def stale_skip_message(scheduled: datetime, started: datetime, interval_s: float
     return f"Skipped: started {late_s:.0f} s after its scheduled time (limit {limit_s:.0f} s)."
 
 
+def skipped_as_stale(state: State) -> bool:
+    """Whether a flow run ended without doing its work because it started too late."""
+    return state.is_completed() and (state.message or "").startswith("Skipped:")
+
+
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows of `frame` as JSON-ready dicts (ISO timestamps, NaN as None)."""
     return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
+class RunTimings:
+    """Where a flow run's time goes: the CPU its process spent starting (interpreter,
+    imports, Prefect's engine) before the flow began, opening the Kedro session, the
+    pipeline, publishing; logged as one `Timings: {json}` line at the end."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self.flow_started = time.time()
+        self.startup_cpu_s = self._cpu()
+        self.process_started_s = self.flow_started - self._process.create_time()
+        self.pipeline_started: float | None = None
+        self.pipeline_ended: float | None = None
+
+    def _cpu(self) -> float:
+        times = self._process.cpu_times()
+        return times.user + times.system
+
+    def log(self) -> dict[str, Any]:
+        end = time.time()
+        pipeline_started = self.pipeline_started or end
+        pipeline_ended = self.pipeline_ended or pipeline_started
+        timings = {
+            "startup_cpu_s": round(self.startup_cpu_s, 2),
+            "process_started_s": round(self.process_started_s, 2),
+            "session_s": round(pipeline_started - self.flow_started, 2),
+            "pipeline_s": round(pipeline_ended - pipeline_started, 2),
+            "publish_s": round(end - pipeline_ended, 2),
+            "process_cpu_s": round(self._cpu(), 2),
+            "nice": self._process.nice(),
+        }
+        get_run_logger().info(TIMINGS_PREFIX + json.dumps(timings))
+        return timings
+
+
 class FlowRunHooks:
     """Kedro hooks a flow adds to its session: tag the MLflow run kedro-mlflow opened
-    (if any) with the Prefect flow run id, count the rows each dataset saved, and keep
-    the session's catalog (to read results after the run)."""
+    (if any) with the Prefect flow run id and end the MLflow runs earlier flow runs
+    left running, time the pipeline, count the rows each dataset saved, and keep the
+    session's catalog (to read results after the run)."""
 
-    def __init__(self, flow_run_id: str):
+    def __init__(self, flow_run_id: str, timings: RunTimings):
         self.flow_run_id = flow_run_id
+        self.timings = timings
         self.mlflow_run_id: str | None = None
         self.rows_saved: dict[str, int] = {}
         self.catalog: CatalogProtocol | None = None
@@ -86,14 +144,60 @@ class FlowRunHooks:
 
     @hook_impl(trylast=True)  # after kedro-mlflow's hook has started the run
     def before_pipeline_run(self) -> None:
+        import mlflow
+
         if (run := mlflow.active_run()) is not None:
-            mlflow.set_tag("prefect_flow_run_id", self.flow_run_id)
+            mlflow.set_tag(FLOW_RUN_TAG, self.flow_run_id)
             self.mlflow_run_id = run.info.run_id
+            end_abandoned_mlflow_runs(run.info.experiment_id)
+        self.timings.pipeline_started = time.time()
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self.timings.pipeline_ended = time.time()
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
         if isinstance(data, pd.DataFrame):
             self.rows_saved[dataset_name] = len(data)
+
+
+def end_abandoned_mlflow_runs(experiment_id: str) -> list[str]:
+    """End as KILLED the MLflow runs of `experiment_id` still RUNNING whose Prefect flow
+    run has ended (or is gone): their process was killed before kedro-mlflow could end
+    them. Returns their MLflow run ids."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    ended = []
+    with get_client(sync_client=True) as prefect:
+        for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+            flow_run_id = run.data.tags.get(FLOW_RUN_TAG)
+            if flow_run_id is None:
+                continue
+            try:
+                state = prefect.read_flow_run(UUID(flow_run_id)).state
+            except ObjectNotFound:
+                state = None
+            if state is None or state.is_final():
+                client.set_terminated(run.info.run_id, "KILLED")
+                logger.warning("Ended MLflow run %s as KILLED: its flow run %s ended %s.", run.info.run_id,
+                               flow_run_id, state.name if state else "and is gone")
+                ended.append(run.info.run_id)
+    return ended
+
+
+def end_mlflow_run_of(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """Prefect state hook (crashed, cancelled): end as KILLED the MLflow run kedro-mlflow
+    started in this flow run's process, if any (else MLflow's exit handler would end it
+    FINISHED)."""
+    if "mlflow" not in sys.modules:  # the session never opened: no MLflow run
+        return
+    import mlflow
+
+    with suppress(Exception):  # a state hook must not hide why the run ended
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status="KILLED")
 
 
 @contextmanager
@@ -102,25 +206,22 @@ def kedro_logs_to_prefect() -> Iterator[None]:
     Prefect API, attached to the task run (or else the flow run) emitting them. Loggers
     already forwarded (PREFECT_LOGGING_EXTRA_LOGGERS) are left alone."""
     handler = APILogHandler()
-    loggers = [logger for logger in map(logging.getLogger, FORWARDED_LOGGERS)
-               if not any(isinstance(h, APILogHandler) for h in logger.handlers)]
-    for logger in loggers:
-        logger.addHandler(handler)
+    forwarded = [named for named in map(logging.getLogger, FORWARDED_LOGGERS)
+                 if not any(isinstance(h, APILogHandler) for h in named.handlers)]
+    for named in forwarded:
+        named.addHandler(handler)
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
+        for named in forwarded:
+            named.removeHandler(handler)
 
 
 @contextmanager
-def kedro_session(env: str, runtime_params: dict | None, conf_source: str | None,
-                  hooks: FlowRunHooks) -> Iterator[KedroSession]:
+def flow_run_session(env: str, runtime_params: dict | None, conf_source: str | None,
+                     hooks: FlowRunHooks) -> Iterator[KedroSession]:
     """One KedroSession with the project's hooks and `hooks`, logging to Prefect."""
-    with kedro_logs_to_prefect(), KedroSession.create(
-            project_path=PROJECT_ROOT, env=env, conf_source=conf_source, runtime_params=runtime_params,
-    ) as session:
-        session._hook_manager.register(hooks)  # no public way to add a hook to one session
+    with kedro_logs_to_prefect(), kedro_session(conf_source, env, runtime_params, (hooks,)) as session:
         yield session
 
 
@@ -138,52 +239,62 @@ def skip_if_stale(config: dict[str, Any], deployment: str) -> State | None:
     return Completed(message=message)
 
 
-def _flow_options(deployment: str) -> dict[str, Any]:
-    """Flow-level retries from the project's configuration (read when the flow is
-    defined: a worker loads the flow from this file)."""
-    spec = load_config()["deployments"][deployment]
-    return {"retries": spec["retries"], "retry_delay_seconds": spec["retry_delay_seconds"]}
-
-
-@flow(name="turbine-monitor-training", **_flow_options("training"))
+@flow(name="turbine-monitor-training", on_crashed=[end_mlflow_run_of], on_cancellation=[end_mlflow_run_of])
 def training_flow(env: str = "local", runtime_params: dict | None = None,
                   conf_source: str | None = None) -> State | None:
     """Run the training pipeline; publish the holdout metrics, the promotion decision
     and the MLflow run id as the `training-summary` table artifact."""
-    config = load_config(conf_source, env)
+    timings = RunTimings()
+    config = prefect_config(conf_source, env)
     if skipped := skip_if_stale(config, "training"):
         return skipped
-    hooks = FlowRunHooks(runtime.flow_run.id)
-    with kedro_session(env, runtime_params, conf_source, hooks) as session:
-        session.run(pipeline_names=["training"], runner=PrefectTaskRunner(config["tasks"]))
-        if hooks.mlflow_run_id is None:
-            get_run_logger().warning("Training is not tracked in MLflow (mlflow.yml): no summary.")
-            return None
-        run = mlflow.MlflowClient().get_run(hooks.mlflow_run_id)
-    tags, metrics = run.data.tags, run.data.metrics
-    decision = tags.get("promotion_decision") or f"skipped: {tags.get('training_skipped', 'unknown')}"
-    rows = [{"name": "promotion_decision", "value": decision},
-            {"name": "model_version", "value": tags.get("model_version", "")},
-            {"name": "mlflow_run_id", "value": run.info.run_id}]
-    rows += [{"name": name, "value": value} for name, value in sorted(metrics.items())
-             if name.startswith("holdout.") or name.endswith("_holdout_mae_kw")]
-    create_table_artifact(rows, key="training-summary", description=(
-        f"Training: **{decision}**; MLflow run `{run.info.run_id}`."))
+    hooks = FlowRunHooks(runtime.flow_run.id, timings)
+    with flow_run_session(env, runtime_params, conf_source, hooks) as session:
+        outputs = session.run(pipeline_names=["training"], runner=PrefectTaskRunner(config["tasks"]))
+    release = outputs[RELEASE].load()
+    if hooks.mlflow_run_id is None:
+        get_run_logger().warning("Training is not tracked in MLflow (mlflow.yml): no summary.")
+    else:
+        publish_training_summary(release, hooks.mlflow_run_id)
+    timings.log()
     return None
 
 
-@flow(name="turbine-monitor-inference", **_flow_options("inference"))
+def publish_training_summary(release: ModelRelease | Skipped, mlflow_run_id: str) -> None:
+    """The `training-summary` table artifact: the decision and both holdout MAEs (from
+    the release the pipeline decided), the version registered, the MLflow run and its
+    holdout metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    decision = release.decision if isinstance(release, ModelRelease) else f"skipped: {release.reason}"
+    versions = client.search_model_versions(f"run_id = '{mlflow_run_id}'")
+    rows = [{"name": "promotion_decision", "value": decision},
+            {"name": "model_version", "value": ", ".join(str(v.version) for v in versions)},
+            {"name": "mlflow_run_id", "value": mlflow_run_id}]
+    if isinstance(release, ModelRelease):
+        rows += [{"name": "challenger_holdout_mae_kw", "value": release.challenger_mae_kw},
+                 {"name": "champion_holdout_mae_kw", "value": release.champion_mae_kw}]
+    metrics = client.get_run(mlflow_run_id).data.metrics
+    rows += [{"name": name, "value": value} for name, value in sorted(metrics.items())
+             if name.startswith("holdout.")]
+    create_table_artifact(rows, key="training-summary", description=(
+        f"Training: **{decision}**; MLflow run `{mlflow_run_id}`."))
+
+
+@flow(name="turbine-monitor-inference")
 def inference_flow(env: str = "local", runtime_params: dict | None = None,
                    conf_source: str | None = None) -> State | None:
     """Run the inference pipeline (ingest, score, update alerts); emit a
     `turbine-monitor.alert.opened` event per newly opened alert and publish the rows
-    scored and the open alerts as the `inference-summary` table artifact."""
-    config = load_config(conf_source, env)
+    scored and the open alerts as the `inference-summary` markdown artifact."""
+    timings = RunTimings()
+    config = prefect_config(conf_source, env)
     if skipped := skip_if_stale(config, "inference"):
         return skipped
-    hooks = FlowRunHooks(runtime.flow_run.id)
+    hooks = FlowRunHooks(runtime.flow_run.id, timings)
     started = datetime.now(UTC)
-    with kedro_session(env, runtime_params, conf_source, hooks) as session:
+    with flow_run_session(env, runtime_params, conf_source, hooks) as session:
         session.run(pipeline_names=["inference"], runner=PrefectTaskRunner(config["tasks"]))
         alerts = hooks.catalog.load("alerts")
     # The warehouse stamps an alert's `opened_at` when it first stores it: no need to
@@ -193,14 +304,22 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
         emit_event(event="turbine-monitor.alert.opened",
                    resource={"prefect.resource.id": f"turbine-monitor.turbine.{alert['turbine_id']}"},
                    payload=alert)
-    open_alerts = alerts[alerts["end_ts"].isna()]
-    rows_scored = hooks.rows_saved.get("predictions@table", 0)
-    create_table_artifact(
-        records(open_alerts[["turbine_id", "kind", "start_ts", "records", "energy_lost_kwh"]]),
-        key="inference-summary",
-        description=(f"Rows scored: **{rows_scored}**. Open alerts: **{len(open_alerts)}** "
-                     f"({len(opened)} newly opened)."))
+    publish_inference_summary(hooks.rows_saved.get("predictions@table", 0), alerts, len(opened))
+    timings.log()
     return None
+
+
+def publish_inference_summary(rows_scored: int, alerts: pd.DataFrame, newly_opened: int) -> None:
+    """The `inference-summary` markdown artifact: rows scored and a table of the open alerts."""
+    open_alerts = alerts[alerts["end_ts"].isna()].sort_values("start_ts")
+    lines = [f"Rows scored: **{rows_scored}**. Open alerts: **{len(open_alerts)}** "
+             f"({newly_opened} newly opened).", ""]
+    if len(open_alerts):
+        lines += ["| turbine | kind | since (UTC) | records | energy lost (kWh) |", "|---|---|---|---|---|"]
+        lines += [f"| {a.turbine_id} | {a.kind} | {a.start_ts:%Y-%m-%d %H:%M} | {a.records} | "
+                  f"{a.energy_lost_kwh:,.0f} |" for a in open_alerts.itertuples()]
+    create_markdown_artifact("\n".join(lines), key="inference-summary",
+                             description=f"Rows scored: {rows_scored}; open alerts: {len(open_alerts)}.")
 
 
 def concurrency_limit(spec: dict[str, Any]) -> ConcurrencyLimitConfig:
@@ -217,7 +336,7 @@ def register_deployment(deployment: str, conf_source: str | None = None, env: st
     The configuration is read from `conf_source` (default: the project's `conf/`) and
     Kedro environment `env`; either one, when given, is also added to the deployment's
     parameters, so that the flow runs read the same configuration."""
-    config = load_config(conf_source, env)
+    config = prefect_config(conf_source, env)
     pool, spec = config["work_pool"], config["deployments"][deployment]
     parameters = {**spec["parameters"], **({"conf_source": conf_source} if conf_source else {}),
                   **({"env": env} if env else {})}
@@ -227,7 +346,8 @@ def register_deployment(deployment: str, conf_source: str | None = None, env: st
     return source.deploy(
         name=spec["name"], work_pool_name=pool["name"], work_queue_name=spec["work_queue"],
         interval=spec["interval_seconds"], parameters=parameters, tags=spec["tags"],
-        concurrency_limit=concurrency_limit(spec),
+        concurrency_limit=concurrency_limit(spec), job_variables=spec["job_variables"],
         ignore_warnings=True,  # the process work pool is deliberate (not `flow.serve()`)
         print_next_steps=False,
     )
+

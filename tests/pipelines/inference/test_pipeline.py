@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import FAST_TRAINING, PROJECT_ROOT, Workspace, write_export_slice
-
-HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
+from tests.conftest import FAST_TRAINING, HEADER, PROJECT_ROOT, write_export_slice
+from turbine_monitor.project import load_config
+from turbine_monitor.sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +29,19 @@ def registry(tmp_path_factory):
         raw.mkdir()
         (raw / "la-haute-borne-asset-table.csv").write_bytes(
             (PROJECT_ROOT / "data/01_raw/la-haute-borne-asset-table.csv").read_bytes())
-        trainer = Workspace(root / "trainer", raw_dir=raw)
+        trainer = Sandbox.create(root / "trainer", raw_dir=raw)
         write_export_slice(trainer.landing / "jan.csv", "2014-01-01", "2014-02-01")
         trainer.run("__default__", FAST_TRAINING)
         yield uri
 
 
 @pytest.fixture
-def ws(workspace, registry, monkeypatch) -> Workspace:
+def ws(workspace, registry, monkeypatch) -> Sandbox:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
     return workspace
 
 
-def counts(ws: Workspace) -> tuple[int, int, int]:
+def counts(ws: Sandbox) -> tuple[int, int, int]:
     """(scada rows, prediction rows, scada rows without exactly one prediction)."""
     return (ws.scalar("SELECT count(*) FROM scada"), ws.scalar("SELECT count(*) FROM predictions"),
             ws.scalar("SELECT count(*) FROM scada s ANTI JOIN predictions p USING (turbine_id, ts)"))
@@ -147,6 +147,7 @@ def test_no_champion_ends_successfully_and_scores_nothing(workspace, write_landi
     assert workspace.scalar("SELECT count(*) FROM predictions") == 0
 
 
+@pytest.mark.slow
 def test_kill_9_while_scoring_then_rerun_scores_every_row_once(ws, registry):
     write_export_slice(ws.landing / "q1.csv", "2014-02-01", "2014-05-01")
     ws.run("ingestion")
@@ -207,8 +208,7 @@ def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, r
     mlflow.set_tracking_uri(registry)
     calibration = mlflow.pyfunc.load_model("models:/turbine-power-nbm@champion").unwrap_python_model(
     ).power_model.calibration
-    params = yaml.safe_load((ws.conf / "base" / "parameters_inference.yml").read_text())["inference"][
-        "alerts"]
+    params = load_config("parameters", ws.conf)["inference"]["alerts"]
     predictions = pd.DataFrame(ws.sql("SELECT turbine_id, ts, power_kw, wind_speed_ms, expected_power_kw "
                                       "FROM predictions"),
                                columns=["turbine_id", "ts", "power_kw", "wind_speed_ms", "expected_power_kw"])

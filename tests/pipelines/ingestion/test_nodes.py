@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import PROJECT_ROOT, RAW_DIR
+from tests.conftest import PARAMETERS, RAW_DIR
 from turbine_monitor.pipelines.ingestion.nodes import (
     assemble_ingestion_batch,
     check_source_files,
@@ -14,8 +13,7 @@ from turbine_monitor.pipelines.ingestion.nodes import (
     validate_records,
 )
 
-PARAMS = yaml.safe_load(
-    (PROJECT_ROOT / "conf/base/parameters_ingestion.yml").read_text())["ingestion"]
+PARAMS = PARAMETERS["ingestion"]
 ASSETS = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
 EXPORT_COLUMNS = list(PARAMS["columns"])
 GOOD = {

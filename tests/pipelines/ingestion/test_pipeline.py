@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
+from tests.conftest import HEADER
 
 
 def row(turbine="R80711", ts="2015-06-01T12:00:00+02:00", power="812.5", wind="8.1", temp="17.3"):

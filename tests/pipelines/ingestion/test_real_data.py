@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import RAW_DIR
 
+pytestmark = pytest.mark.slow
+
 TURBINES = ["R80711", "R80721", "R80736", "R80790"]
 
 
@@ -24,14 +26,14 @@ def write_full_export(path) -> None:
 
 @pytest.fixture(scope="module")
 def ingested_full_export(tmp_path_factory):
-    from tests.conftest import Workspace
+    from turbine_monitor.sandbox import Sandbox
 
     root = tmp_path_factory.mktemp("full")
     raw = root / "raw"
     raw.mkdir()
     (raw / "la-haute-borne-asset-table.csv").write_bytes(
         (RAW_DIR / "la-haute-borne-asset-table.csv").read_bytes())
-    ws = Workspace(root / "ws", raw_dir=raw)
+    ws = Sandbox.create(root / "ws", raw_dir=raw)
     write_full_export(ws.landing / "la-haute-borne-data-2014-2015.csv")
     ws.run()
     return ws

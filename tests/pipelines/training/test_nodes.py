@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import PROJECT_ROOT, RAW_DIR
-from turbine_monitor.nbm import IecPowerCurve, RegisteredModel, make_features
+from tests.conftest import PARAMETERS, RAW_DIR
+from turbine_monitor.nbm import IecPowerCurve, make_features
 from turbine_monitor.pipelines.training.nodes import (
     decide_promotion,
     fit_power_model,
@@ -18,9 +17,9 @@ from turbine_monitor.pipelines.training.nodes import (
     select_training_window,
     split_by_time,
 )
-from turbine_monitor.skipped import Skipped
+from turbine_monitor.values import RegisteredModel, Skipped
 
-PARAMS = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_training.yml").read_text())["training"]
+PARAMS = PARAMETERS["training"]
 ASSETS = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
 TURBINES = sorted(ASSETS["Wind_turbine_name"])
 RULES = PARAMS["normal_operation"]
@@ -117,7 +116,7 @@ def trained(rows: pd.DataFrame, max_iter: int):
     return fit_power_model(window, ASSETS, params), window
 
 
-def test_retraining_gate_skips_when_nothing_is_newer_than_the_champion():
+def test_retraining_gate_waits_for_min_new_data_hours_after_the_champion():
     rows = scada(days=4)
     model, _ = trained(rows, max_iter=20)
     champion = RegisteredModel("1", "run", model)
@@ -125,9 +124,14 @@ def test_retraining_gate_skips_when_nothing_is_newer_than_the_champion():
     assert window.empty
     split = split_by_time(flag_normal_operation(window, ASSETS, PARAMS), PARAMS)
     skipped = fit_power_model(split, ASSETS, PARAMS)
-    assert isinstance(skipped, Skipped) and "no new data" in skipped.reason
-    newer = pd.concat([rows, scada(days=4.1).iloc[[-1]]])
-    assert len(select_training_window(newer, champion, PARAMS)) == len(newer)
+    assert isinstance(skipped, Skipped) and "too little new data" in skipped.reason
+
+    gate = pd.Timedelta(hours=PARAMS["min_new_data_hours"])
+    later = scada(days=6)  # the same stamps, and two more days
+    short = later[later["ts"] < model.trained_until + gate]
+    assert select_training_window(short, champion, PARAMS).empty
+    enough = later[later["ts"] <= model.trained_until + gate]
+    assert len(select_training_window(enough, champion, PARAMS)) == len(enough)
 
 
 def test_promotion_only_when_the_challenger_beats_the_champion_on_the_same_rows():
@@ -135,16 +139,21 @@ def test_promotion_only_when_the_challenger_beats_the_champion_on_the_same_rows(
     good, window = trained(rows, max_iter=100)
     poor, _ = trained(rows, max_iter=1)
     holdout = predict_holdout(good, window)
-    assert decide_promotion(good, RegisteredModel("1", "r", poor), window, holdout).promote
+    release, metrics = decide_promotion(good, RegisteredModel("1", "r", poor), window, holdout)
+    assert release.promote and release.decision == "promoted"
+    assert metrics["challenger_holdout_mae_kw"]["value"] == release.challenger_mae_kw
+    assert metrics["champion_holdout_mae_kw"]["value"] == release.champion_mae_kw
     poor_holdout = predict_holdout(poor, window)
-    release = decide_promotion(poor, RegisteredModel("2", "r", good), window, poor_holdout)
-    assert not release.promote
+    release, _ = decide_promotion(poor, RegisteredModel("2", "r", good), window, poor_holdout)
+    assert not release.promote and release.decision == "kept_champion"
     assert release.champion_mae_kw < release.challenger_mae_kw
-    assert decide_promotion(poor, None, window, poor_holdout).promote  # the first model
+    first, metrics = decide_promotion(poor, None, window, poor_holdout)
+    assert first.promote and "champion_holdout_mae_kw" not in metrics  # the first model
 
 
 def test_nothing_to_train_on_gives_no_model_and_no_release():
     empty = split_by_time(flag_normal_operation(scada(days=1).iloc[:0], ASSETS, PARAMS), PARAMS)
     model = fit_power_model(empty, ASSETS, PARAMS)
     assert isinstance(model, Skipped)
-    assert isinstance(decide_promotion(model, None, empty, predict_holdout(model, empty)), Skipped)
+    release, metrics = decide_promotion(model, None, empty, predict_holdout(model, empty))
+    assert isinstance(release, Skipped) and metrics == {}

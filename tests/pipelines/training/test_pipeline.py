@@ -79,6 +79,7 @@ def test_the_champion_is_read_once_per_version_and_follows_the_alias(tracked):
     assert str(champion.load().version) == "1"
 
 
+@pytest.mark.slow
 def test_champion_loads_and_predicts_in_a_fresh_process(tracked):
     ws, client = tracked
     write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")

@@ -8,9 +8,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from turbine_monitor.detection import AlertUpdate, detect_alerts
-from turbine_monitor.nbm import RegisteredModel
-from turbine_monitor.skipped import Skipped
+from turbine_monitor.detection import detect_alerts
+from turbine_monitor.values import AlertUpdate, RegisteredModel, Skipped
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from .nodes import score_new_rows, update_alerts
 
 def create_scoring_pipeline() -> Pipeline:
     return pipeline([
-        node(score_new_rows, ["scada@unscored", "model_registry", "params:inference.scoring"],
+        node(score_new_rows, ["scada@to_score", "champion_model@latest", "params:inference.scoring"],
              "predictions@table", name="score_new_rows"),
-        node(update_alerts, ["predictions@detection_window", "model_registry", "params:inference.alerts"],
+        node(update_alerts, ["predictions@to_detect", "champion_model@latest", "params:inference.alerts"],
              "alerts", name="update_alerts"),
     ])
 

@@ -13,8 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from turbine_monitor.datasets import SourceFile
-from turbine_monitor.datasets.source_files import MALFORMED_LINE, UnreadableFileError
+from turbine_monitor.values import MALFORMED_LINE, SourceFile, UnreadableFileError
 
 _KEY = ["turbine_id", "ts"]
 

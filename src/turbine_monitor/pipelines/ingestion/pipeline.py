@@ -19,7 +19,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["bundled_scada_history", "landing_files", "ingested_sources"],
                 outputs=["raw_records", "source_manifest"],
                 name="read_new_sources",
-                tags=["io"],
             ),
             node(
                 check_source_files,

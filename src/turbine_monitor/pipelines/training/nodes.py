@@ -1,22 +1,26 @@
 """Nodes of the training pipeline: warehouse rows in, a registered model release out.
 
 The window, the normal-operation filter and the holdout are all by time and set in
-`conf/base/parameters_training.yml`. When the warehouse holds nothing newer than what
-the champion was trained on, the window is empty and every later node passes the
-emptiness on: no model is fitted, no version registered.
+`conf/base/parameters_training.yml`. When the warehouse holds less than
+`min_new_data_hours` of data newer than what the champion was trained on, the window is
+empty and every later node passes the emptiness on: no model is fitted, no version
+registered.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from turbine_monitor.nbm import IecPowerCurve, ModelRelease, PowerModel, RegisteredModel
-from turbine_monitor.skipped import Skipped
+from turbine_monitor.nbm import IecPowerCurve, PowerModel
+from turbine_monitor.values import ModelRelease, RegisteredModel, Skipped
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -26,16 +30,20 @@ FEATURE_NAMES_BASE = ["wind_speed", "dir_sin", "dir_cos", "temperature", "turbin
 
 def select_training_window(scada: pd.DataFrame, champion: RegisteredModel | None,
                            params: dict) -> pd.DataFrame:
-    """The most recent `window_days` of data, or no rows when nothing arrived after the
-    data the champion was trained on (the retraining gate)."""
+    """The most recent `window_days` of data, or no rows when less than
+    `min_new_data_hours` of data arrived after the data the champion was trained on
+    (the retraining gate)."""
     if scada.empty:
         logger.warning("Training skipped: the warehouse holds no SCADA rows yet.")
         return scada
     latest = scada["ts"].max()
-    if champion is not None and latest <= champion.power_model.trained_until:
-        logger.info("Training skipped: no data newer than %s, which champion version %s was "
-                    "trained on.", champion.power_model.trained_until, champion.version)
-        return scada.iloc[:0]
+    if champion is not None:
+        new_data = latest - champion.power_model.trained_until
+        if new_data < pd.Timedelta(hours=params["min_new_data_hours"]):
+            logger.info("Training skipped: %s of data newer than %s, which champion version %s was trained "
+                        "on (training.min_new_data_hours: %s).", max(new_data, pd.Timedelta(0)),
+                        champion.power_model.trained_until, champion.version, params["min_new_data_hours"])
+            return scada.iloc[:0]
     window = scada[scada["ts"] > latest - pd.Timedelta(days=params["window_days"])]
     logger.info("Training window: %s to %s, %d rows.", window["ts"].min(), latest, len(window))
     return window
@@ -91,7 +99,7 @@ def fit_power_model(split_window: pd.DataFrame, asset_table: pd.DataFrame,
     Features are computed on every row of the window (trailing context), the fit uses
     the normal ones only."""
     if split_window.empty:
-        return Skipped("no new data since the champion's training data (or no data at all)")
+        return Skipped("too little new data since the champion's training data (or no data at all)")
     train = split_window["split"].eq("train") & split_window["exclusion"].isna()
     if not train.any():
         return Skipped("no normal-operation training rows in the window")
@@ -156,13 +164,16 @@ def summarise_holdout(holdout_predictions: pd.DataFrame) -> dict[str, dict[str, 
 
 
 def decide_promotion(power_model: PowerModel | Skipped, champion: RegisteredModel | None,
-                     split_window: pd.DataFrame, holdout_predictions: pd.DataFrame) -> ModelRelease | Skipped:
+                     split_window: pd.DataFrame, holdout_predictions: pd.DataFrame,
+                     ) -> tuple[ModelRelease | Skipped, dict[str, dict[str, float]]]:
     """Challenger vs champion on the same holdout rows: promote when the challenger's
-    MAE is lower, or when there is no champion yet."""
+    MAE is lower, or when there is no champion yet. Returns the release (registered as the
+    challenger, promoted if so, by the project's ModelRegistryHooks) and both MAEs as
+    MLflow metrics."""
     if isinstance(power_model, Skipped):
-        return power_model
+        return power_model, {}
     if holdout_predictions.empty:
-        return Skipped("the holdout has no normal-operation rows to evaluate on")
+        return Skipped("the holdout has no normal-operation rows to evaluate on"), {}
     challenger_mae = float((holdout_predictions["model_kw"] - holdout_predictions["power_kw"]).abs().mean())
     champion_mae = None
     if champion is not None:
@@ -172,23 +183,35 @@ def decide_promotion(power_model: PowerModel | Skipped, champion: RegisteredMode
     logger.info("Challenger holdout MAE %.2f kW vs champion %s: %s.", challenger_mae,
                 "none" if champion_mae is None else f"{champion_mae:.2f} kW (version {champion.version})",
                 "promote" if promote else "keep the champion")
-    return ModelRelease(
+    release = ModelRelease(
         power_model=power_model, input_example=power_model.input_example(split_window), promote=promote,
         challenger_mae_kw=challenger_mae, champion_mae_kw=champion_mae,
         champion_version=None if champion is None else champion.version,
         holdout={"start": str(holdout_predictions["ts"].min()), "end": str(holdout_predictions["ts"].max()),
                  "rows": len(holdout_predictions)})
+    metrics = {"challenger_holdout_mae_kw": challenger_mae, "holdout_rows": float(len(holdout_predictions))}
+    if champion_mae is not None:
+        metrics["champion_holdout_mae_kw"] = champion_mae
+    return release, {name: {"value": value, "step": 0} for name, value in metrics.items()}
 
 
 def plot_training_figures(power_model: PowerModel | Skipped, split_window: pd.DataFrame,
-                          holdout_predictions: pd.DataFrame) -> dict[str, plt.Figure]:
+                          holdout_predictions: pd.DataFrame) -> tuple[Figure, Figure, Figure]:
     """Per-turbine power curves (data, model, IEC), the holdout residual distribution
-    and holdout residuals over time."""
+    and holdout residuals over time; each says why instead when nothing was trained."""
+    # Imported here: every Kedro session imports every pipeline's nodes, and only this
+    # node draws (matplotlib would cost every inference run 0.4 s otherwise).
+    from matplotlib.figure import Figure
+
     if isinstance(power_model, Skipped) or holdout_predictions.empty:
-        return {}
-    figures = {}
+        reason = power_model.reason if isinstance(power_model, Skipped) else "an empty holdout"
+        placeholders = tuple(Figure(figsize=(6, 1)) for _ in range(3))
+        for fig in placeholders:
+            fig.text(0.5, 0.5, f"No model trained: {reason}.", ha="center", va="center")
+        return placeholders
     turbines = sorted(holdout_predictions["turbine_id"].unique())
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9), sharex=True, sharey=True)
+    curves = Figure(figsize=(12, 9))
+    axes = curves.subplots(2, 2, sharex=True, sharey=True)
     for ax, turbine in zip(axes.flat, turbines, strict=False):
         rows = holdout_predictions[holdout_predictions["turbine_id"] == turbine]
         ax.scatter(rows["wind_speed_ms"], rows["power_kw"], s=1, alpha=0.2, color="grey", label="data")
@@ -199,17 +222,17 @@ def plot_training_figures(power_model: PowerModel | Skipped, split_window: pd.Da
         ax.set_xlabel("wind speed (m/s)")
         ax.set_ylabel("power (kW)")
     axes.flat[0].legend(markerscale=8)
-    fig.suptitle("Holdout: actual power, model and IEC curve")
-    figures["power_curves"] = fig
+    curves.suptitle("Holdout: actual power, model and IEC curve")
 
     residual = holdout_predictions["power_kw"] - holdout_predictions["model_kw"]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    distribution = Figure(figsize=(8, 5))
+    ax = distribution.subplots()
     ax.hist(residual.clip(-500, 500), bins=200)
     ax.set_xlabel("residual, actual - expected (kW)")
     ax.set_title(f"Holdout residuals (MAE {residual.abs().mean():.1f} kW)")
-    figures["residual_distribution"] = fig
 
-    fig, ax = plt.subplots(figsize=(12, 5))
+    over_time = Figure(figsize=(12, 5))
+    ax = over_time.subplots()
     day = holdout_predictions["ts"].dt.floor("D")
     daily = residual.groupby([holdout_predictions["turbine_id"], day]).mean()
     for turbine, series in daily.groupby(level=0):
@@ -218,5 +241,4 @@ def plot_training_figures(power_model: PowerModel | Skipped, split_window: pd.Da
     ax.set_ylabel("daily mean residual (kW)")
     ax.legend()
     ax.set_title("Holdout residuals over time")
-    figures["residuals_over_time"] = fig
-    return figures
+    return curves, distribution, over_time

@@ -1,5 +1,6 @@
 """Training pipeline: window -> normal operation -> time split -> fit (model, IEC
-baseline, calibration) -> holdout evaluation -> challenger vs champion -> registry."""
+baseline, calibration) -> holdout evaluation -> challenger vs champion. The release is
+registered (and promoted, if so decided) by the project's ModelRegistryHooks."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -30,8 +31,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="predict_holdout"),
             node(summarise_holdout, "holdout_predictions", "holdout_metrics", name="summarise_holdout"),
             node(plot_training_figures, ["power_model", "split_window", "holdout_predictions"],
-                 "training_figures", name="plot_training_figures"),
+                 ["power_curves_figure", "residual_distribution_figure", "residuals_over_time_figure"],
+                 name="plot_training_figures"),
             node(decide_promotion, ["power_model", "current_champion", "split_window", "holdout_predictions"],
-                 "model_registry", name="decide_promotion"),
+                 ["champion_model@release", "promotion_metrics"], name="decide_promotion"),
         ]
     )
