@@ -15,6 +15,19 @@ from turbine_monitor.values import AlertUpdate, ModelRelease, Skipped
 RELEASE = "champion_model@release"
 
 
+class LoggingLevels:
+    """MLflow and kedro-mlflow set their loggers' levels when they are imported, which is
+    after Kedro applied `conf/logging.yml`: apply its levels again as a session starts."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self) -> None:
+        from kedro.framework.project import LOGGING
+
+        for name, options in LOGGING.get("loggers", {}).items():
+            if "level" in options:
+                logging.getLogger(name).setLevel(options["level"])
+
+
 class ForgetFinishedMlflowRun:
     """kedro-mlflow's hook is one object per process and keeps the id of the last run it
     opened; when a later session in the same process runs a pipeline whose tracking is
@@ -96,5 +109,6 @@ class RunSummaryHooks:
     def after_pipeline_run(self) -> None:
         if self._lines:
             logging.getLogger(__name__).info(
-                "Summary: %s. Next: `make up` runs it live; `make mlflow-ui`, `make viz`, `make notebook` "
-                "show the model, the pipelines and the results.", "; ".join(self._lines.values()))
+                "Summary:\n  %s\nNext: `make up` runs the monitor live; `make mlflow-ui`, `make viz` and "
+                "`make notebook` show the model, the pipelines and the results.",
+                "\n  ".join(self._lines.values()))

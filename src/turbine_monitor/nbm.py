@@ -153,7 +153,7 @@ class PowerModelPyfunc(mlflow.pyfunc.PythonModel):
     def __init__(self, power_model: PowerModel):
         self.power_model = power_model
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+    def predict(self, context: object, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         scada = model_input.copy()
         scada["ts"] = pd.to_datetime(scada["ts"], utc=True)
         return self.power_model.predict(scada)

@@ -5,14 +5,14 @@ import warnings
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from turbine_monitor.hooks import ForgetFinishedMlflowRun, ModelRegistryHooks, RunSummaryHooks
+from turbine_monitor.hooks import ForgetFinishedMlflowRun, LoggingLevels, ModelRegistryHooks, RunSummaryHooks
 from turbine_monitor.project import PROJECT_ROOT
 
 # Kedro 1.x registers its resolvers with OmegaConf's deprecated `register_new_resolver`:
 # three multi-line warnings on every configuration load, in every run's log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (ForgetFinishedMlflowRun(), ModelRegistryHooks(), RunSummaryHooks())
+HOOKS = (LoggingLevels(), ForgetFinishedMlflowRun(), ModelRegistryHooks(), RunSummaryHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -65,6 +65,4 @@ def update_alerts(predictions: pd.DataFrame, champion: RegisteredModel | None,
     since = predictions["recompute_from"].iloc[0]
     episodes = detect_alerts(predictions, champion.power_model.calibration, params)
     recomputed = episodes[episodes["start_ts"] >= since].reset_index(drop=True)
-    logger.info("%d alert episodes since %s, %d open.", len(recomputed), since,
-                recomputed["end_ts"].isna().sum())
     return AlertUpdate(since, recomputed, predictions["scored_through"].iloc[0])

@@ -10,7 +10,6 @@ registered.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,9 +17,6 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from turbine_monitor.nbm import IecPowerCurve, PowerModel
 from turbine_monitor.values import ModelRelease, RegisteredModel, Skipped
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +192,10 @@ def decide_promotion(power_model: PowerModel | Skipped, champion: RegisteredMode
 
 
 def plot_training_figures(power_model: PowerModel | Skipped, split_window: pd.DataFrame,
-                          holdout_predictions: pd.DataFrame) -> tuple[Figure, Figure, Figure]:
-    """Per-turbine power curves (data, model, IEC), the holdout residual distribution
-    and holdout residuals over time; each says why instead when nothing was trained."""
+                          holdout_predictions: pd.DataFrame) -> tuple:
+    """Three matplotlib figures: per-turbine power curves (data, model, IEC), the holdout
+    residual distribution and holdout residuals over time; each says why instead when
+    nothing was trained."""
     # Imported here: every Kedro session imports every pipeline's nodes, and only this
     # node draws (matplotlib would cost every inference run 0.4 s otherwise).
     from matplotlib.figure import Figure
