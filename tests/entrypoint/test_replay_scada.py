@@ -4,7 +4,6 @@ landing zone and state file, against the bundled 2015 records."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import HEADER, PROJECT_ROOT, RAW_DIR
+from turbine_monitor.sandbox import Sandbox
 
 SOURCE = RAW_DIR / "la-haute-borne-scada-2015.parquet"
 FIRST_STAMP = datetime(2015, 1, 1, tzinfo=UTC)
@@ -36,19 +36,13 @@ def source_rows() -> dict[datetime, list[list[str]]]:
 
 
 class Replay:
-    """A temporary Kedro config for the replay (landing zone and state file under `root`) and
-    ways to run the script on it."""
+    """A sandbox for the replay (landing zone and state file under `root`) and ways to run
+    the script on it."""
 
     def __init__(self, root: Path):
-        self.conf = root / "conf"
-        self.landing = root / "landing"
+        sandbox = Sandbox.create(root)
+        self.conf, self.landing = sandbox.conf, sandbox.landing
         self.state_file = root / "state" / "replay_state.json"
-        shutil.copytree(PROJECT_ROOT / "conf" / "base", self.conf / "base")
-        (self.conf / "local").mkdir()
-        (self.conf / "local" / "globals.yml").write_text(yaml.safe_dump({
-            "paths": {"raw": str(RAW_DIR), "landing": str(self.landing), "warehouse": str(root / "w.duckdb")},
-            "warehouse": {"lock_timeout_s": 60},
-        }))
         self.configure(source="${globals:paths.raw}/la-haute-borne-scada-2015.parquet")
 
     def configure(self, source: str) -> None:

@@ -137,6 +137,7 @@ class FlowRunHooks:
         self.mlflow_run_id: str | None = None
         self.rows_saved: dict[str, int] = {}
         self.catalog: CatalogProtocol | None = None
+        self.outputs: dict[str, Any] = {}  # the pipeline's output datasets, once it has run
 
     @hook_impl
     def after_catalog_created(self, catalog: CatalogProtocol) -> None:
@@ -239,24 +240,34 @@ def skip_if_stale(config: dict[str, Any], deployment: str) -> State | None:
     return Completed(message=message)
 
 
+def run_pipeline(pipeline: str, env: str, runtime_params: dict | None,
+                 conf_source: str | None) -> FlowRunHooks | State:
+    """Run the Kedro pipeline of deployment `pipeline` in this flow run and return what
+    the flow-run hooks gathered, or, if the run started too late, the Completed
+    "Skipped" state for the flow to return."""
+    timings = RunTimings()
+    config = prefect_config(conf_source, env)
+    if skipped := skip_if_stale(config, pipeline):
+        return skipped
+    hooks = FlowRunHooks(runtime.flow_run.id, timings)
+    with flow_run_session(env, runtime_params, conf_source, hooks) as session:
+        hooks.outputs = session.run(pipeline_names=[pipeline], runner=PrefectTaskRunner(config["tasks"]))
+    return hooks
+
+
 @flow(name="turbine-monitor-training", on_crashed=[end_mlflow_run_of], on_cancellation=[end_mlflow_run_of])
 def training_flow(env: str = "local", runtime_params: dict | None = None,
                   conf_source: str | None = None) -> State | None:
     """Run the training pipeline; publish the holdout metrics, the promotion decision
     and the MLflow run id as the `training-summary` table artifact."""
-    timings = RunTimings()
-    config = prefect_config(conf_source, env)
-    if skipped := skip_if_stale(config, "training"):
-        return skipped
-    hooks = FlowRunHooks(runtime.flow_run.id, timings)
-    with flow_run_session(env, runtime_params, conf_source, hooks) as session:
-        outputs = session.run(pipeline_names=["training"], runner=PrefectTaskRunner(config["tasks"]))
-    release = outputs[RELEASE].load()
-    if hooks.mlflow_run_id is None:
+    run = run_pipeline("training", env, runtime_params, conf_source)
+    if isinstance(run, State):
+        return run
+    if run.mlflow_run_id is None:
         get_run_logger().warning("Training is not tracked in MLflow (mlflow.yml): no summary.")
     else:
-        publish_training_summary(release, hooks.mlflow_run_id)
-    timings.log()
+        publish_training_summary(run.outputs[RELEASE].load(), run.mlflow_run_id)
+    run.timings.log()
     return None
 
 
@@ -288,24 +299,19 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
     """Run the inference pipeline (ingest, score, update alerts); emit a
     `turbine-monitor.alert.opened` event per newly opened alert and publish the rows
     scored and the open alerts as the `inference-summary` markdown artifact."""
-    timings = RunTimings()
-    config = prefect_config(conf_source, env)
-    if skipped := skip_if_stale(config, "inference"):
-        return skipped
-    hooks = FlowRunHooks(runtime.flow_run.id, timings)
-    started = datetime.now(UTC)
-    with flow_run_session(env, runtime_params, conf_source, hooks) as session:
-        session.run(pipeline_names=["inference"], runner=PrefectTaskRunner(config["tasks"]))
-        alerts = hooks.catalog.load("alerts")
-    # The warehouse stamps an alert's `opened_at` when it first stores it: no need to
-    # open the (possibly locked) warehouse before the nodes, which retry a lock.
-    opened = alerts[alerts["opened_at"] >= started]
+    run = run_pipeline("inference", env, runtime_params, conf_source)
+    if isinstance(run, State):
+        return run
+    # The warehouse stamps an alert's `opened_at` when it first stores it: the alerts this
+    # run opened are those stamped since it began.
+    alerts = run.catalog.load("alerts")
+    opened = alerts[alerts["opened_at"] >= pd.Timestamp(run.timings.flow_started, unit="s", tz="UTC")]
     for alert in records(opened):
         emit_event(event="turbine-monitor.alert.opened",
                    resource={"prefect.resource.id": f"turbine-monitor.turbine.{alert['turbine_id']}"},
                    payload=alert)
-    publish_inference_summary(hooks.rows_saved.get("predictions@table", 0), alerts, len(opened))
-    timings.log()
+    publish_inference_summary(run.rows_saved.get("predictions@table", 0), alerts, len(opened))
+    run.timings.log()
     return None
 
 
