@@ -43,4 +43,4 @@ mlflow-ui: setup
 
 ## The results notebook in JupyterLab (http://127.0.0.1:8888); run `make run` first.
 notebook: setup
-	uv run jupyter lab notebooks/turbine_performance.ipynb --no-browser --ip 127.0.0.1
+	uv run --group notebook jupyter lab notebooks/turbine_performance.ipynb --no-browser --ip 127.0.0.1
