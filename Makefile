@@ -6,12 +6,14 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: setup run test check lint up viz mlflow-ui notebook
 
-# Compiles every installed package to bytecode: where Python may not write __pycache__
-# (PYTHONDONTWRITEBYTECODE, a read-only install) each process would otherwise compile its
-# imports again (`import mlflow` 7 s instead of 2 s), every flow run included.
+# Compiles every installed package and the project's own sources to bytecode: where
+# Python may not write __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only install) each
+# process would otherwise compile its imports again (`import mlflow` 7 s instead of 2 s),
+# every flow run included.
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	UV_COMPILE_BYTECODE=1 uv sync --locked --quiet
+	uv run --no-sync python -m compileall -q src entrypoint
 
 ## Run the main job: `kedro run` of the default pipeline on the bundled data.
 run: setup
