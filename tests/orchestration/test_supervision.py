@@ -1,8 +1,8 @@
 """`make up`'s supervision (orchestration/stack.py): a service that dies is restarted with
 backoff until it dies too often; and, for real, a Prefect server, both deployments and a
 worker under the Supervisor, the worker killed with SIGKILL in the middle of a training
-flow run: the runs it held end Crashed, the killed training's MLflow run is ended, a new
-worker starts and inference runs complete again within 60 s."""
+flow run: the runs it held end Crashed, a new worker starts and inference runs complete
+again within 60 s, and the next training run ends the killed training's MLflow run."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.conftest import write_export_slice
+from tests.conftest import FAST_TRAINING, write_export_slice
 from tests.orchestration.conftest import wait_for
 from turbine_monitor.orchestration import stack
 from turbine_monitor.orchestration.flows import FLOW_RUN_TAG, prefect_config
@@ -92,7 +92,11 @@ def test_a_killed_worker_is_replaced_its_runs_crashed_and_inference_resumes(
     ws = champion_workspace
     write_export_slice(ws.landing / "2014-02.csv", "2014-02-01", "2014-02-04")  # enough for training to train
     (ws.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
-        "deployments": {"inference": {"interval_seconds": 5}, "training": {"interval_seconds": 3600}},
+        "deployments": {"inference": {"interval_seconds": 5}, "training": {
+            "interval_seconds": 3600,
+            # A fit of a minute or more, so that the worker is killed while it is still training.
+            "parameters": {"runtime_params": {"training": {
+                "holdout_days": 5, "estimator": {"max_iter": 20000}}}}}},
         "stale_after_intervals": 20, "worker": {"query_seconds": 1},
         "supervisor": {"stop_grace_seconds": 10}}}))
     config = prefect_config(str(ws.conf))
@@ -132,7 +136,13 @@ def test_a_killed_worker_is_replaced_its_runs_crashed_and_inference_resumes(
                 assert (resumed[0].end_time - killed_at).total_seconds() <= 60
                 crashed = client.read_flow_run(training.id).state
                 assert crashed.is_crashed(), crashed
-                assert mlflow.get_run(mlflow_run.info.run_id).info.status == "KILLED"
+                # Its fit ran on in a task thread past the stop grace, so the process was
+                # SIGKILLed before its crashed hook could end the MLflow run: the next
+                # training run ends it.
+                client.create_flow_run_from_deployment(
+                    ids["training"], parameters={"runtime_params": FAST_TRAINING})
+                wait_for(lambda: mlflow.get_run(mlflow_run.info.run_id).info.status == "KILLED",
+                         "the killed training's MLflow run ended KILLED", timeout_s=90)
                 in_flight_at_kill = [r for name in ids for r in runs(name)
                                      if r.start_time and r.start_time < killed_at and not r.state.is_final()]
                 assert in_flight_at_kill == []
