@@ -108,5 +108,8 @@ def test_a_worker_stopped_mid_run_leaves_it_crashed_and_frees_its_slot(api_url, 
     finally:
         holder.stdin.close()
         holder.wait()
-    assert {(r.state.name, r.state.message) for r in stopped} == {("Crashed", stack.STOPPED_WITH_WORKER)}
+    # Crashed by its own engine on the SIGTERM, or else by the stack once the grace is over.
+    assert {r.state.name for r in stopped} == {"Crashed"}
+    assert {r.state.message for r in stopped} <= {"Execution was aborted by a termination signal.",
+                                                  stack.STOPPED_WITH_WORKER}
     assert deployment.global_concurrency_limit.active_slots == 0
