@@ -83,7 +83,7 @@ from turbine_monitor.orchestration.flows import (
     skipped_as_stale,
 )
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
-from turbine_monitor.project import PROJECT_ROOT
+from turbine_monitor.project import PROJECT_ROOT, load_config
 from turbine_monitor.sandbox import Sandbox
 
 BENCH_ENTRYPOINT = f"{Path(__file__).resolve().relative_to(PROJECT_ROOT).as_posix()}:empty_pipeline_flow"
@@ -144,9 +144,7 @@ def bench_sandbox(root: Path, warehouse: Path | None = None) -> Sandbox:
     sandbox = Sandbox.create(root)
     if warehouse is not None:
         sandbox.configure(warehouse=warehouse)
-    # kedro-mlflow adds the `mlflow` config pattern in its hook: read base's file itself.
-    base = yaml.safe_load((sandbox.conf / "base" / "mlflow.yml").read_text())
-    untracked = base["tracking"]["disable_tracking"]["pipelines"]
+    untracked = load_config("mlflow", sandbox.conf)["tracking"]["disable_tracking"]["pipelines"]
     local = yaml.safe_load((sandbox.conf / "local" / "mlflow.yml").read_text())
     local["tracking"]["disable_tracking"] = {"pipelines": [*untracked, NOOP_PIPELINE]}
     (sandbox.conf / "local" / "mlflow.yml").write_text(yaml.safe_dump(local))

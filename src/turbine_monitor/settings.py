@@ -24,9 +24,12 @@ CONFIG_LOADER_ARGS = {
         "oc.env": oc.env,
         "project_root": lambda: PROJECT_ROOT.as_posix(),
     },
-    "config_patterns": {"replay": ["replay*", "replay*/**"], "prefect": ["prefect*", "prefect*/**"]},
+    # `mlflow` is kedro-mlflow's pattern (it adds it as a session starts), declared here so
+    # that `project.load_config("mlflow")` works outside a session too.
+    "config_patterns": {"replay": ["replay*", "replay*/**"], "prefect": ["prefect*", "prefect*/**"],
+                        "mlflow": ["mlflow*", "mlflow*/**"]},
     # A file in conf/<env> overrides only the keys it sets (e.g. one deployment's interval,
     # the MLflow tracking URI, one path); Kedro's default would replace whole top-level
-    # sections. kedro-mlflow adds the `mlflow` pattern itself.
+    # sections.
     "merge_strategy": {"globals": "soft", "mlflow": "soft", "prefect": "soft", "replay": "soft"},
 }
