@@ -15,9 +15,10 @@ setup:
 	UV_COMPILE_BYTECODE=1 uv sync --locked --quiet
 	uv run --no-sync python -m compileall -q src entrypoint
 
-## Run the main job: `kedro run` of the default pipeline on the bundled data.
+## Run the main job: one round of the monitor over every farm of conf/base/farms.yml
+## (ingest, train each farm due, score, alerts): `kedro run-fleet`.
 run: setup
-	uv run kedro run
+	uv run kedro run-fleet
 
 ## All the tests and the linter: what CI runs (.ci/run). About 8 minutes on 2 cores.
 test: setup lint

@@ -7,8 +7,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from kedro.framework.hooks import hook_impl
 from mlflow import MlflowClient
+
+from turbine_monitor.fleet import Farm, check_fleet
+from turbine_monitor.project import load_config
+from turbine_monitor.sandbox import RAW_DIR
 
 
 class Timer:
@@ -59,3 +64,10 @@ def fresh_store(root: Path, name: str) -> str:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def bundled_farm() -> Farm:
+    """La Haute Borne as `conf/base/farms.yml` configures it, with its asset table."""
+    fleet = load_config("parameters", env="base")["fleet"]
+    assets = {"la-haute-borne": pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")}
+    return check_fleet(fleet["farms"], fleet["formats"], assets)["la-haute-borne"]

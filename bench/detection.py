@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import bundled_farm
 from model_accuracy import ingested_scada
 
 from turbine_monitor.detection import detect_alerts
 from turbine_monitor.pipelines.training.nodes import fit_power_model, flag_normal_operation
 from turbine_monitor.project import load_config
-from turbine_monitor.sandbox import RAW_DIR
 
 LEVELS = (0.05, 0.10, 0.20)
 TARGET_H = 48.0
@@ -41,10 +41,10 @@ DERATE_DAYS = 7
 def predictions_2015(scada: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Predictions of 2015 and of both years by a model fitted on 2014, and its calibration."""
     params = load_config("parameters")["training"]
-    assets = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
-    flagged = flag_normal_operation(scada, assets, params)
+    farm = bundled_farm()
+    flagged = flag_normal_operation(scada, farm, params)
     flagged["split"] = flagged["ts"].dt.year.map({2014: "train", 2015: "holdout"})
-    model = fit_power_model(flagged, assets, params)
+    model = fit_power_model(flagged, farm, params)
     expected = model.predict_rows(scada.index, scada)
     both = scada[["turbine_id", "ts", "power_kw", "wind_speed_ms"]].assign(expected_power_kw=expected)
     both["residual_kw"] = both["power_kw"] - both["expected_power_kw"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+from common import bundled_farm
 from ingestion import full_export_sandbox
 
 from turbine_monitor.pipelines.training.nodes import (
@@ -26,7 +27,6 @@ from turbine_monitor.pipelines.training.nodes import (
     summarise_holdout,
 )
 from turbine_monitor.project import load_config
-from turbine_monitor.sandbox import RAW_DIR
 
 
 def ingested_scada(root: Path) -> pd.DataFrame:
@@ -38,13 +38,13 @@ def ingested_scada(root: Path) -> pd.DataFrame:
 
 def main() -> None:
     params = load_config("parameters")["training"]
-    assets = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
+    farm = bundled_farm()
     with tempfile.TemporaryDirectory() as tmp:
         scada = ingested_scada(Path(tmp))
-    flagged = flag_normal_operation(scada, assets, params)
+    flagged = flag_normal_operation(scada, farm, params)
     flagged["split"] = flagged["ts"].dt.year.map({2014: "train", 2015: "holdout"})
     start = time.perf_counter()
-    model = fit_power_model(flagged, assets, params)
+    model = fit_power_model(flagged, farm, params)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     predictions = predict_holdout(model, flagged)
@@ -62,7 +62,7 @@ def main() -> None:
     print(f"\nmodel MAE is {gain:.1%} below the IEC baseline's")
     print("per turbine MAE (model / IEC):", ", ".join(
         f"{t} {metrics[f'model_mae_kw_{t}']:.1f} / {metrics[f'iec_mae_kw_{t}']:.1f}"
-        for t in sorted(assets["Wind_turbine_name"])))
+        for t in sorted(farm.assets["Wind_turbine_name"])))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from turbine_monitor.project import PROJECT_ROOT
 from turbine_monitor.sandbox import Sandbox
 
 PHASES = {
-    "load": {"load:scada@history", "load:current_champion"},
-    "prepare (window, normal-operation filter, split)": {
-        "node:select_training_window", "node:flag_normal_operation", "node:split_by_time"},
+    "load": {"load:scada@history", "load:current_champions", "load:farm_assets"},
+    "prepare (farm, window, normal-operation filter, split)": {
+        "node:select_farm", "node:select_training_window", "node:flag_normal_operation",
+        "node:split_by_time"},
     "fit (features, estimator, IEC curve, calibration)": {"node:fit_power_model"},
     "evaluate (holdout, metrics, plots, champion re-score)": {
         "node:predict_holdout", "node:summarise_holdout", "node:plot_training_figures"},

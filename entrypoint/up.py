@@ -1,6 +1,6 @@
 """`make up`: the whole monitor on this machine, in one command, until Ctrl-C.
 
-1. If the warehouse holds no SCADA record yet (a fresh clone), `kedro run` bootstraps it:
+1. If the warehouse holds no SCADA record yet (a fresh clone), `kedro run-fleet` bootstraps it:
    ingests the bundled 2014 history, trains and registers the champion, scores.
 2. Unless PREFECT_API_URL names a Prefect server to use, starts one on
    `prefect.server.host:port` (conf/base/prefect.yml; SQLite in `prefect.server.home`,
@@ -70,9 +70,9 @@ def main() -> None:
     home = PROJECT_ROOT / server_options["home"]
     logs = home / "logs"
     if not warehouse_has_scada():
-        say("The warehouse holds no SCADA records: bootstrapping it with `kedro run`...")
-        subprocess.run([sys.executable, "-m", "kedro", "run"], cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                       check=True)
+        say("The warehouse holds no SCADA records: bootstrapping it with `kedro run-fleet`...")
+        subprocess.run([sys.executable, "-m", "kedro", "run-fleet"], cwd=PROJECT_ROOT,
+                       stdin=subprocess.DEVNULL, check=True)
     with ExitStack() as running:
         api_url, server, worker_env = os.environ.get("PREFECT_API_URL"), None, {}
         if api_url:

@@ -8,21 +8,31 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from turbine_monitor.project import PROJECT_ROOT, load_config
+from turbine_monitor.fleet import check_fleet
+from turbine_monitor.project import PROJECT_ROOT, load_config, run_fleet_round
 from turbine_monitor.sandbox import RAW_DIR, Sandbox
+from turbine_monitor.synthetic import write_synthetic_fleet
 
 __all__ = ["PROJECT_ROOT", "RAW_DIR"]
 
 # The project's parameters as Kedro's config loader gives them (`conf/base` alone: a
 # user's `conf/local` does not change the tests).
 PARAMETERS = load_config("parameters", env="base")
+# The bundled fleet (conf/base/farms.yml): La Haute Borne, in its export format.
+FLEET_CONFIG = PARAMETERS["fleet"]
+FARMS = check_fleet(FLEET_CONFIG["farms"], FLEET_CONFIG["formats"],
+                    {"la-haute-borne": pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")})
+LHB = FARMS["la-haute-borne"]
 # The header line of a La Haute Borne export, in the order of the bundled data's columns.
 HEADER = "Wind_turbine_name,Date_time,Ba_avg,P_avg,Ws_avg,Va_avg,Ot_avg,Ya_avg,Wa_avg\n"
 # Runtime parameters that make training take seconds (a 30-day window, a small model).
 FAST_TRAINING = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
+# The first day of the synthetic farms' records.
+START = pd.Timestamp("2016-01-01", tz="UTC")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,8 +48,8 @@ def _test_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
 
 
 def landing_only_workspace(root: Path) -> Sandbox:
-    """A sandbox under `root` with no bundled history (only the asset table): only
-    what a test drops in the landing zone is ingested."""
+    """A sandbox under `root` whose one farm, La Haute Borne, has no bundled history:
+    only what a test drops in its landing folder is ingested."""
     empty_raw = root / "raw"
     empty_raw.mkdir(parents=True)
     shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", empty_raw)
@@ -55,7 +65,7 @@ def workspace(tmp_path: Path) -> Sandbox:
 @pytest.fixture
 def write_landing(workspace: Sandbox) -> Callable[[str, str], Path]:
     def write(name: str, text: str) -> Path:
-        """Write a landing file."""
+        """Write a landing file of La Haute Borne."""
         path = workspace.landing / name
         path.write_text(text)
         return path
@@ -74,3 +84,37 @@ def write_export_slice(path: Path, start: str, end: str) -> int:
         return con.execute(f"SELECT count(*) FROM read_csv('{path}')").fetchone()[0]
     finally:
         con.close()
+
+
+class Fleet:
+    """A sandbox whose farms are synthetic: each farm's exports (one file per day) are
+    written to a staging folder and delivered to its landing folder up to a day."""
+
+    def __init__(self, root: Path, farms: list[tuple[int, int, str]], days: int = 40):
+        self.sandbox = Sandbox.create(root / "ws")
+        self.root = root
+        self.entries = {}
+        for number, turbines, export in farms:
+            staged = write_synthetic_fleet(root / "staging", 1, days, START.strftime("%Y-%m-%d"), export,
+                                           turbines, file_days=1, first=number)
+            for farm, entry in staged.items():
+                self.entries[farm] = {**entry, "landing": str(root / "landing" / farm)}
+                (root / "landing" / farm).mkdir(parents=True)
+        self.sandbox.set_farms(self.entries)
+
+    def deliver(self, farm: str, until_day: int) -> None:
+        """Copy the farm's exports of the days before `until_day` to its landing folder."""
+        staging = self.root / "staging" / farm / "landing"
+        for path in sorted(staging.glob("*.csv")):
+            day = pd.Timestamp(path.stem.split("_")[-1] if path.stem.startswith("Turbine_Data") else
+                               path.stem.removeprefix("scada-"), tz="UTC")
+            landed = Path(self.entries[farm]["landing"]) / path.name
+            if day < START + pd.Timedelta(days=until_day) and not landed.exists():
+                shutil.copy2(path, self.entries[farm]["landing"])
+
+    def round(self) -> list[str]:
+        """`kedro run-fleet` with fast training; the farms trained."""
+        return run_fleet_round(self.sandbox.conf, runtime_params=FAST_TRAINING)
+
+    def sql(self, query: str) -> list[tuple]:
+        return self.sandbox.sql(query)

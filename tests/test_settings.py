@@ -1,4 +1,5 @@
-"""Project settings: a `conf/local` file overrides only the keys it sets."""
+"""Project settings: a `conf/local` file overrides only the keys it sets (Prefect, the
+replay), or replaces the top-level keys it sets (the fleet, as Kedro does by default)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def test_a_local_replay_yml_overrides_only_the_speed(workspace: Sandbox):
     assert replay["speed"] == 60
     assert replay["landing"] == str(workspace.landing)  # the rest still comes from base
     assert replay["state_file"] == "data/replay_state.json"
+
+
+def test_a_local_farms_yml_replaces_the_fleet_and_keeps_the_formats(workspace: Sandbox):
+    """Kedro's default for the globals: a key an environment sets replaces base's whole."""
+    farm = {"assets": "a.csv", "format": "greenbyte", "landing": "landing/kelmarsh"}
+    (workspace.conf / "local" / "farms.yml").write_text(yaml.safe_dump({"farms": {"kelmarsh": farm}}))
+    merged = load_config("globals", workspace.conf)
+    assert merged["farms"] == {"kelmarsh": farm}
+    assert set(merged["formats"]) == {"la_haute_borne", "greenbyte"}
+    assert load_config("parameters", workspace.conf)["fleet"]["farms"] == {"kelmarsh": farm}

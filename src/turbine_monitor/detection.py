@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from turbine_monitor.peers import others_median_and_std
+
 EPISODE_COLUMNS = ["turbine_id", "kind", "start_ts", "end_ts", "energy_lost_kwh", "records",
                    "operating_records", "mean_relative_residual", "deficit_at_open", "channel"]
 
@@ -54,6 +56,7 @@ class Records:
     """The scored records as arrays, sorted by turbine then timestamp."""
 
     turbine: np.ndarray        # turbine_id
+    farm: np.ndarray           # farm_id (0 when the predictions have none: one farm)
     codes: np.ndarray          # turbine as 0..n_turbines-1
     n_turbines: int
     ts: np.ndarray             # UTC, datetime64[ns] without zone
@@ -71,12 +74,26 @@ class Records:
         def values(column: str) -> np.ndarray:
             return rows[column].to_numpy(dtype="float64", na_value=np.nan)
 
-        return cls(turbine, codes, len(names), ts, values("power_kw"), values("wind_speed_ms"),
+        farm = rows["farm_id"].to_numpy() if "farm_id" in rows else np.zeros(len(rows), dtype=int)
+        return cls(turbine, farm, codes, len(names), ts, values("power_kw"), values("wind_speed_ms"),
                    values("expected_power_kw"))
 
     @property
     def first_of_turbine(self) -> np.ndarray:
         return np.r_[True, self.codes[1:] != self.codes[:-1]]
+
+
+DAY_COLUMNS = ["turbine_id", "day", "evidence", "matched", "own_num", "own_den", "peer_num", "peer_den"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What a detection run found: the alert episodes (`EPISODE_COLUMNS`) and, per
+    turbine and UTC day from `days_from` on, the day's sums the baselines are made of
+    (`DAY_COLUMNS`), for the next run to continue from."""
+
+    episodes: pd.DataFrame
+    days: pd.DataFrame
 
 
 def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -85,8 +102,19 @@ def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: 
     energy_lost_kwh, records (rows in the episode), operating_records (its evidence or
     stop records), mean_relative_residual (sum residual / sum expected over those),
     deficit_at_open and channel ('peer' | 'absolute' | 'both') for underperformance."""
+    return detect(predictions, calibration, params).episodes
+
+
+def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
+           known_days: pd.DataFrame | None = None, days_from: pd.Series | None = None) -> Detection:
+    """`detect_alerts`, continuing from `known_days`: the day sums a previous run kept
+    (`DAY_COLUMNS`) stand for the days before each turbine's `days_from` (a Series by
+    turbine id; their records need not be in `predictions`, only the window the trailing
+    sums read), and the day sums from `days_from` on are returned for the next run.
+    Turbines of several farms may be detected at once (`farm_id` column): peers are the
+    other turbines of the same farm."""
     if predictions.empty:
-        return pd.DataFrame(columns=EPISODE_COLUMNS)
+        return Detection(pd.DataFrame(columns=EPISODE_COLUMNS), pd.DataFrame(columns=DAY_COLUMNS))
     rec = Records.from_predictions(predictions)
     producing = rec.power > params["stop_max_power_kw"]
     stop_record = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["stop_min_expected_kw"])
@@ -94,7 +122,8 @@ def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: 
     stops = _stop_episodes(rec, stop_record, producing, params)
     evidence = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["min_expected_kw"]) & producing
                 & np.isfinite(rec.power - rec.expected))
-    under_state, deficit, channel = _underperformance_state(rec, evidence, calibration, params)
+    days = _DaySums(rec, known_days, days_from)
+    under_state, deficit, channel = _underperformance_state(rec, evidence, calibration, params, days)
     under = _episodes(rec, under_state, "underperformance")
     shortfall = np.nan_to_num(np.maximum(rec.expected - rec.power, 0.0))
     lost_stopped = np.where(producing, shortfall, np.nan_to_num(np.maximum(rec.expected, 0.0))) / 6.0
@@ -108,7 +137,8 @@ def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: 
                          ignore_index=True)[EPISODE_COLUMNS]
     for column in ("start_ts", "end_ts"):
         episodes[column] = pd.to_datetime(episodes[column]).dt.tz_localize("UTC")
-    return episodes.sort_values(["turbine_id", "kind", "start_ts"]).reset_index(drop=True)
+    episodes = episodes.sort_values(["turbine_id", "kind", "start_ts"]).reset_index(drop=True)
+    return Detection(episodes, days.table())
 
 
 def _stop_episodes(rec: Records, stop_record: np.ndarray, producing: np.ndarray,
@@ -134,7 +164,7 @@ def _stop_episodes(rec: Records, stop_record: np.ndarray, producing: np.ndarray,
 
 
 def _underperformance_state(rec: Records, evidence: np.ndarray, calibration: pd.DataFrame,
-                            params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                            params: dict, days: _DaySums) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per record: 1 while an underperformance alert is open, the larger channel
     deficit and the channel(s) over their open threshold (at evidence records)."""
     centre, std = _calibration_lookup(calibration, rec)
@@ -157,9 +187,10 @@ def _underperformance_state(rec: Records, evidence: np.ndarray, calibration: pd.
         relative = np.where(matched_den >= params["peer_min_coverage"] * window.sum(own_den[ev]),
                             window.sum(peer_num[ev]) / matched_den, np.nan)
 
-    day, own_base, peer_base = _daily_baselines(rec, evidence, matched, (own_num, own_den),
-                                                (peer_num, peer_den), params)
-    at = (day[ev], rec.codes[ev])
+    days.add(evidence=evidence, matched=matched, own_num=own_num, own_den=own_den, peer_num=peer_num,
+             peer_den=peer_den)
+    own_base, peer_base = days.baselines(params)
+    at = (days.day[ev], rec.codes[ev])
     own_base = np.clip(own_base, params["baseline_floor"], params["baseline_cap"])
     peer_base = np.clip(peer_base, params["peer_baseline_floor"], params["peer_baseline_cap"])
     abs_deficit, peer_deficit = own_base[at] - own, peer_base[at] - relative
@@ -195,43 +226,75 @@ class _TrailingWindow:
 
 
 def _peer_relative_residual(rec: Records, evidence: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """Per record, the median relative residual of the other turbines that are evidence
-    at the same timestamp (NaN when none is)."""
-    grid, pos = np.unique(rec.ts, return_inverse=True)
-    relative = np.full((len(grid), rec.n_turbines), np.nan)
-    relative[pos[evidence], rec.codes[evidence]] = residual[evidence] / rec.expected[evidence]
-    peers = np.full_like(relative, np.nan)
-    for turbine in range(rec.n_turbines):
-        others = np.delete(relative, turbine, axis=1)
-        some = np.isfinite(others).any(axis=1)
-        peers[some, turbine] = np.nanmedian(others[some], axis=1)
-    return peers[pos, rec.codes]
+    """Per record, the median relative residual of the other turbines of its farm that
+    are evidence at the same timestamp (NaN when none is)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(evidence, residual / rec.expected, np.nan)
+    return others_median_and_std(relative, rec.farm, rec.ts, rec.turbine)[0]
 
 
-def _daily_baselines(rec: Records, evidence: np.ndarray, matched: np.ndarray, own: tuple, peer: tuple,
-                     params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Day index of each record and, per (day, turbine), the trailing baselines of the
-    own and peer relative deficits: the median daily value over the previous
-    `baseline_days` (valid days only), ending `baseline_gap_days` before the day, 0
-    with fewer than `baseline_min_days` valid days."""
-    day_of = rec.ts.astype("datetime64[D]")
-    day = (day_of - day_of.min()).astype(np.int64)
-    n_days = int(day.max()) + 1
+class _DaySums:
+    """Per UTC day and turbine, the sums the baselines are made of (`DAY_COLUMNS`): from
+    the records, except the days before `days_from`, which come from `known` (what a
+    previous run kept) where it has them; the days may start before the records do."""
 
-    def daily(values: np.ndarray) -> np.ndarray:
-        out = np.zeros((n_days, rec.n_turbines))
-        np.add.at(out, (day, rec.codes), values)
-        return out
+    QUANTITIES = DAY_COLUMNS[2:]
 
-    def baseline(counted: np.ndarray, num_den: tuple) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(daily(counted.astype(float)) >= params["baseline_min_day_records"],
-                              daily(num_den[0]) / daily(num_den[1]), np.nan)
-        rolling = pd.DataFrame(values).rolling(int(params["baseline_days"]),
-                                               min_periods=int(params["baseline_min_days"])).median()
-        return rolling.shift(1 + int(params["baseline_gap_days"])).fillna(0.0).to_numpy()
+    def __init__(self, rec: Records, known: pd.DataFrame | None, days_from: pd.Series | None):
+        self.names = pd.Index(rec.turbine[rec.first_of_turbine])  # names[code]
+        day_of = rec.ts.astype("datetime64[D]")
+        known = known if known is not None else pd.DataFrame(columns=DAY_COLUMNS)
+        self.known = known[known["turbine_id"].isin(self.names)]
+        known_days = pd.to_datetime(self.known["day"]).to_numpy().astype("datetime64[D]")
+        self.first = min(day_of.min(), known_days.min()) if len(known_days) else day_of.min()
+        self.day = (day_of - self.first).astype(np.int64)  # of each record
+        self.n_days = int(max(self.day.max(), (known_days - self.first).astype(np.int64).max()
+                              if len(known_days) else 0)) + 1
+        if days_from is None:  # every day from the records
+            self.days_from = np.zeros(len(self.names), dtype=np.int64)
+        else:  # per turbine (code), the first day the records stand for
+            start = pd.to_datetime(days_from.reindex(self.names), utc=True).dt.tz_localize(None)
+            self.days_from = (start.to_numpy().astype("datetime64[D]") - self.first).astype(np.int64)
+        self.codes = rec.codes
+        self.sums: dict[str, np.ndarray] = {}
 
-    return day, baseline(evidence, own), baseline(matched, peer)
+    def add(self, **per_record: np.ndarray) -> None:
+        """Sum each quantity per day and turbine, then take the known days."""
+        known_days = pd.to_datetime(self.known["day"]).to_numpy().astype("datetime64[D]")
+        known_day = (known_days - self.first).astype(np.int64)
+        known_code = self.names.get_indexer(self.known["turbine_id"])
+        keep = known_day < self.days_from[known_code]
+        at = (known_day[keep], known_code[keep])
+        for name in self.QUANTITIES:
+            sums = np.zeros((self.n_days, len(self.names)))
+            np.add.at(sums, (self.day, self.codes), per_record[name].astype(float))
+            sums[at] = self.known[name].to_numpy(dtype="float64")[keep]
+            self.sums[name] = sums
+
+    def baselines(self, params: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Per (day, turbine), the trailing baselines of the own and peer relative
+        deficits: the median daily value over the previous `baseline_days` (valid days
+        only), ending `baseline_gap_days` before the day, 0 with fewer than
+        `baseline_min_days` valid days."""
+        def baseline(counted: str, num: str, den: str) -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values = np.where(self.sums[counted] >= params["baseline_min_day_records"],
+                                  self.sums[num] / self.sums[den], np.nan)
+            rolling = pd.DataFrame(values).rolling(int(params["baseline_days"]),
+                                                   min_periods=int(params["baseline_min_days"])).median()
+            return rolling.shift(1 + int(params["baseline_gap_days"])).fillna(0.0).to_numpy()
+
+        return baseline("evidence", "own_num", "own_den"), baseline("matched", "peer_num", "peer_den")
+
+    def table(self) -> pd.DataFrame:
+        """The day sums from each turbine's `days_from` on, for the days it has records."""
+        with_records = np.zeros((self.n_days, len(self.names)), bool)
+        with_records[self.day, self.codes] = True
+        with_records &= np.arange(self.n_days)[:, None] >= self.days_from[None, :]
+        day, code = np.nonzero(with_records)
+        return pd.DataFrame({"turbine_id": self.names[code],
+                             "day": (self.first + day.astype("timedelta64[D]")).astype("datetime64[s]"),
+                             **{name: self.sums[name][day, code] for name in self.QUANTITIES}})[DAY_COLUMNS]
 
 
 def _calibration_lookup(calibration: pd.DataFrame, rec: Records) -> tuple[np.ndarray, np.ndarray]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline.node import Node
 
-from turbine_monitor.values import AlertUpdate, ModelRelease, Skipped
+from turbine_monitor.fleet import Farm
+from turbine_monitor.values import FarmFailures, ModelRelease, Partitions, Skipped
 
 #: The training output that holds the release decided by `decide_promotion`.
-RELEASE = "champion_model@release"
+RELEASE = "champions@release"
 
 
 class LoggingLevels:
@@ -46,9 +49,9 @@ class ForgetFinishedMlflowRun:
 
 class ModelRegistryHooks:
     """Right after the training node that decides a release has run, in its MLflow run:
-    register the release (`registry.register_release`: a new version of the registered
-    model of `globals.yml`, aliased `challenger`, and `champion` if so decided), or tag
-    the run with why nothing was trained."""
+    register the release (`registry.register_release`: a new version of the farm's
+    registered model, `<model.name>-<farm_id>` of `globals.yml`, aliased `challenger`, and
+    `champion` if so decided), or tag the run with why nothing was trained."""
 
     def __init__(self) -> None:
         self._model_name: str | None = None
@@ -58,55 +61,116 @@ class ModelRegistryHooks:
         self._model_name = context.config_loader["globals"]["model"]["name"]
 
     @hook_impl
-    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+    def after_node_run(self, node: Node, outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
         release = outputs.get(RELEASE)
+        if release is None:
+            return
+        import mlflow
+
+        if mlflow.active_run() is not None and isinstance(farm := inputs.get("training_farm"), Farm):
+            mlflow.set_tag("farm_id", farm.farm_id)
         if isinstance(release, ModelRelease):
-            from turbine_monitor.registry import register_release
+            from turbine_monitor.registry import farm_model_name, register_release
 
-            register_release(release, self._model_name)
-        elif isinstance(release, Skipped):
-            import mlflow
+            register_release(release, farm_model_name(self._model_name, release.farm_id))
+        elif isinstance(release, Skipped) and mlflow.active_run() is not None:
+            mlflow.set_tag("training_skipped", release.reason)
 
-            if mlflow.active_run() is not None:
-                mlflow.set_tag("training_skipped", release.reason)
+
+class FarmFailureHooks:
+    """A farm whose work failed (its model would not load, its partition could not be
+    read) does not stop the other farms': the datasets record it with what they saved
+    (`values.Partitions.saved`) and the run goes on; at its very end (after every
+    other hook) this raises `values.FarmFailures` naming those farms, so that the run
+    ends failed: `kedro run` exits 1 with that one message, a Prefect flow run ends
+    Failed."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, Exception] = {}
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self._failures = {}
+
+    @hook_impl
+    def after_dataset_saved(self, data: Any) -> None:
+        if isinstance(data, Partitions):
+            for saved in data.saved:
+                self._failures.update(saved.get("failures", {}))
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        if self._failures:
+            failures, self._failures = self._failures, {}
+            raise FarmFailures(failures)
 
 
 class RunSummaryHooks:
     """At the end of a pipeline run, one log record saying what happened and where to
     look: records ingested and quarantined, the model decision with its holdout MAE,
-    rows scored, alerts open."""
+    rows scored, alerts open. Inside `deferred()`, the runs of several sessions add up
+    to one record, logged as it ends (`kedro run-fleet`)."""
 
     def __init__(self) -> None:
         self._lines: dict[str, str] = {}
+        self._counts: dict[str, int] = {}
+        self._deferred = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferred = True
+        self._reset()
+        try:
+            yield
+        finally:
+            self._deferred = False
+            self._log()
+
+    def _reset(self) -> None:
+        self._lines, self._counts = {}, {}
+
+    def _add(self, **counts: int) -> dict[str, int]:
+        for name, value in counts.items():
+            self._counts[name] = self._counts.get(name, 0) + int(value)
+        return self._counts
 
     @hook_impl
     def before_pipeline_run(self) -> None:
-        self._lines = {}
+        if not self._deferred:
+            self._reset()
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
         name = dataset_name.split("@")[0]
         if name == "scada" and isinstance(data, dict) and len(files := data["files"]):
+            n = self._add(files=len(files), read=files["rows_read"].sum(),
+                          accepted=files["rows_accepted"].sum(), duplicate=files["rows_duplicate"].sum(),
+                          quarantined=files["rows_quarantined"].sum())
             self._lines["ingested"] = (
-                f"ingested {len(files)} file(s): {files['rows_read'].sum():,} records, "
-                f"{files['rows_accepted'].sum():,} accepted, {files['rows_duplicate'].sum():,} duplicate, "
-                f"{files['rows_quarantined'].sum():,} quarantined (table scada_quarantine)")
-        elif name == "champion_model" and isinstance(data, ModelRelease):
+                f"ingested {n['files']} file(s): {n['read']:,} records, {n['accepted']:,} accepted, "
+                f"{n['duplicate']:,} duplicate, {n['quarantined']:,} quarantined (table scada_quarantine)")
+        elif name == "champions" and isinstance(data, ModelRelease):
             champion = "no champion before" if data.champion_mae_kw is None else (
                 f"champion {data.champion_mae_kw:.1f} kW")
-            self._lines["model"] = (f"model {data.decision}: holdout MAE {data.challenger_mae_kw:.1f} kW "
-                                    f"({champion})")
-        elif name == "champion_model" and isinstance(data, Skipped):
-            self._lines["model"] = f"training skipped: {data.reason}"
-        elif name == "predictions":
-            self._lines["scored"] = f"scored {len(data):,} rows (table predictions)"
-        elif name == "alerts" and isinstance(data, AlertUpdate):
-            open_alerts = data.episodes[data.episodes["end_ts"].isna()]
-            self._lines["alerts"] = (f"{len(open_alerts)} alert(s) open, {len(data.episodes)} episode(s) "
-                                     f"since {data.since:%Y-%m-%d} (table alerts)")
+            self._lines[f"model {data.farm_id}"] = (
+                f"model of {data.farm_id} {data.decision}: holdout MAE {data.challenger_mae_kw:.1f} kW "
+                f"({champion})")
+        elif name == "champions" and isinstance(data, Skipped):
+            self._lines[f"model {data.reason}"] = f"training skipped: {data.reason}"
+        elif name == "predictions" and isinstance(data, Partitions):
+            n = self._add(scored=sum(saved.get("rows", 0) for saved in data.saved))
+            self._lines["scored"] = f"scored {n['scored']:,} rows (table predictions)"
+        elif name == "alerts" and isinstance(data, Partitions):
+            self._counts["open"] = sum(saved.get("open", 0) for saved in data.saved)  # the latest run's
+            farms = sum(saved.get("farms", 0) for saved in data.saved)
+            self._lines["alerts"] = f"{self._counts['open']} alert(s) open in {farms} farm(s) (table alerts)"
 
     @hook_impl
     def after_pipeline_run(self) -> None:
+        if not self._deferred:
+            self._log()
+
+    def _log(self) -> None:
         if self._lines:
             logging.getLogger(__name__).info(
                 "Summary:\n  %s\nNext: `make up` runs the monitor live; `make mlflow-ui`, `make viz` and "

@@ -1,8 +1,8 @@
 """The normal-behaviour model (NBM) of turbine power and its IEC baseline.
 
-`PowerModel` holds everything needed to turn `scada` rows into expected power: the
-feature engineering (trailing windows of the turbine's own wind speed, the other
-turbines' wind speeds at the same timestamp, calendar), the fitted estimator, the IEC
+`PowerModel` holds everything needed to turn `scada` rows of one farm into expected
+power: the feature engineering (trailing windows of the turbine's own wind speed, the
+other turbines' wind speeds at the same timestamp, calendar), the fitted estimator, the IEC
 binned power curve and the residual calibration. `PowerModelPyfunc` ships it to MLflow
 as a pyfunc, so `mlflow.pyfunc.load_model(...)` predicts from raw `scada` rows alone.
 
@@ -20,24 +20,32 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from turbine_monitor.peers import others_median_and_std
+
 #: The `scada` columns the model reads.
 INPUT_COLUMNS = ["turbine_id", "ts", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c"]
 
 
-def make_features(scada: pd.DataFrame, turbines: list[str], windows: list[str]) -> pd.DataFrame:
-    """Model features for each row of `scada` (same index).
+def make_features(scada: pd.DataFrame, windows: list[str], nearest: dict[str, str]) -> pd.DataFrame:
+    """Model features for each row of `scada` (same index), whatever its farms: rows of
+    one farm, or of several when `scada` has a `farm_id` column (turbine ids are unique
+    across the fleet).
 
-    - `wind_speed`, `dir_sin`, `dir_cos`, `temperature`, `turbine` (categorical);
-    - `farm_wind_speed`: median wind speed of the other turbines at the same timestamp,
-      `wind_speed_vs_farm` (own minus farm), and every turbine's wind speed at that
-      timestamp as `wind_speed_<turbine>`;
+    - `wind_speed`, `dir_sin`, `dir_cos`, `temperature`;
+    - the farm at the same timestamp, for any number of turbines: `farm_wind_speed`, the
+      median wind speed of the farm's other turbines, `farm_wind_spread`, their standard
+      deviation, `wind_speed_vs_farm` (own minus median); `nearest_wind_speed`, the wind
+      speed of the turbine's nearest neighbour (`nearest`), and `wind_speed_vs_nearest`
+      (NaN where there is none: a farm of one turbine);
     - per window in `windows` (e.g. "30min"): mean and std of the turbine's own wind
       speed over the trailing window, and `wind_speed_lag` (the record 10 min before);
     - `hour` of day and `day_of_year`.
 
-    Duplicate (turbine, ts) rows share the features of the first one.
+    Also `turbine_id` and `ts`. Duplicate (turbine, ts) rows share the features of the
+    first one. The categorical `turbine` is the model's (`PowerModel.select_features`).
     """
-    rows = scada[INPUT_COLUMNS].drop_duplicates(["turbine_id", "ts"]).sort_values(["turbine_id", "ts"])
+    columns = [*INPUT_COLUMNS, *(["farm_id"] if "farm_id" in scada else [])]
+    rows = scada[columns].drop_duplicates(["turbine_id", "ts"]).sort_values(["turbine_id", "ts"])
     wind = rows["wind_speed_ms"].astype("float64")
     direction = np.deg2rad(rows["wind_direction_deg"].astype("float64"))
     features = pd.DataFrame({
@@ -46,27 +54,43 @@ def make_features(scada: pd.DataFrame, turbines: list[str], windows: list[str]) 
         "temperature": rows["outdoor_temp_c"].astype("float64"),
     })
 
-    by_stamp = wind.set_axis(pd.MultiIndex.from_frame(rows[["ts", "turbine_id"]])).unstack("turbine_id")
-    others = pd.DataFrame({t: by_stamp.drop(columns=t).median(axis=1) for t in by_stamp.columns})
-    farm = others.stack(future_stack=True).rename("farm_wind_speed")
-    features = features.join(farm, on=["ts", "turbine_id"])
+    farm = rows["farm_id"].to_numpy() if "farm_id" in rows else np.zeros(len(rows), dtype=int)
+    median, spread = others_median_and_std(wind.to_numpy(), farm, rows["ts"].to_numpy(),
+                                           rows["turbine_id"].to_numpy())
+    features["farm_wind_speed"], features["farm_wind_spread"] = median, spread
     features["wind_speed_vs_farm"] = features["wind_speed"] - features["farm_wind_speed"]
-    each = by_stamp.reindex(columns=turbines).add_prefix("wind_speed_")
-    features = features.join(each, on="ts")
+    neighbour = pd.DataFrame({"turbine_id": rows["turbine_id"].map(nearest), "ts": rows["ts"]})
+    wind_at = pd.Series(wind.to_numpy(), index=pd.MultiIndex.from_frame(rows[["turbine_id", "ts"]]))
+    features["nearest_wind_speed"] = wind_at.reindex(pd.MultiIndex.from_frame(neighbour)).to_numpy()
+    features["wind_speed_vs_nearest"] = features["wind_speed"] - features["nearest_wind_speed"]
 
     trailing = wind.set_axis(pd.DatetimeIndex(rows["ts"])).groupby(rows["turbine_id"].to_numpy())
     for window in windows:
         rolling = trailing.rolling(window, min_periods=1)
         features[f"wind_speed_mean_{window}"] = rolling.mean().to_numpy()
         features[f"wind_speed_std_{window}"] = rolling.std().to_numpy()
-    previous = rows[["turbine_id", "ts"]].assign(ts=rows["ts"] + pd.Timedelta("10min"), wind_speed_lag=wind)
-    features = features.merge(previous, on=["turbine_id", "ts"], how="left")
+    previous = pd.MultiIndex.from_arrays([rows["turbine_id"], rows["ts"] - pd.Timedelta("10min")])
+    features["wind_speed_lag"] = wind_at.reindex(previous).to_numpy()
 
     features["hour"] = features["ts"].dt.hour + features["ts"].dt.minute / 60
     features["day_of_year"] = features["ts"].dt.day_of_year.astype("float64")
-    features["turbine"] = pd.Categorical(features["turbine_id"], categories=turbines)
-    keyed = features.set_index(["turbine_id", "ts"])
+    keyed = features.set_index(pd.MultiIndex.from_frame(rows[["turbine_id", "ts"]]))
     return keyed.reindex(pd.MultiIndex.from_frame(scada[["turbine_id", "ts"]])).set_index(scada.index)
+
+
+def nearest_turbines(assets: pd.DataFrame) -> dict[str, str]:
+    """Each turbine's nearest other turbine of the farm, by the asset table's coordinates
+    (none for a farm of one turbine)."""
+    if len(assets) < 2:
+        return {}
+    lat = np.deg2rad(assets["Latitude"].to_numpy(dtype="float64"))
+    lon = np.deg2rad(assets["Longitude"].to_numpy(dtype="float64"))
+    north = lat[:, None] - lat[None, :]
+    east = (lon[:, None] - lon[None, :]) * np.cos((lat[:, None] + lat[None, :]) / 2)
+    distance = np.hypot(north, east)
+    np.fill_diagonal(distance, np.inf)
+    names = assets["Wind_turbine_name"].astype(str).to_numpy()
+    return dict(zip(names, names[distance.argmin(axis=1)], strict=True))
 
 
 @dataclass
@@ -103,6 +127,7 @@ class PowerModel:
     turbines: list[str]
     windows: list[str]
     feature_names: list[str]
+    nearest: dict[str, str]
     iec_curve: IecPowerCurve
     trained_from: pd.Timestamp
     trained_until: pd.Timestamp
@@ -120,14 +145,26 @@ class PowerModel:
         return pd.Series(self.predict(context), index=context.index)[rows]
 
     def features(self, scada: pd.DataFrame) -> pd.DataFrame:
-        return make_features(scada, self.turbines, self.windows)[self.feature_names]
+        """The model's features for `scada` rows of its farm."""
+        return self.select_features(make_features(scada, self.windows, self.nearest))
+
+    def select_features(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The model's columns of `make_features` output (its `windows`), with `turbine`
+        as a categorical of its farm's turbines."""
+        turbine = pd.Categorical(features["turbine_id"], categories=self.turbines)
+        return features.assign(turbine=turbine)[self.feature_names]
 
     def predict(self, scada: pd.DataFrame) -> np.ndarray:
         """Expected power in kW; NaN where the wind speed is missing."""
         if scada.empty:
             return np.array([], dtype="float64")
-        expected = self.estimator.predict(self.features(scada))
-        return np.where(scada["wind_speed_ms"].isna().to_numpy(), np.nan, expected)
+        return self.predict_features(self.features(scada))
+
+    def predict_features(self, features: pd.DataFrame) -> np.ndarray:
+        """Expected power in kW from `select_features` output; NaN where the wind speed
+        is missing."""
+        expected = self.estimator.predict(features)
+        return np.where(features["wind_speed"].isna().to_numpy(), np.nan, expected)
 
     @staticmethod
     def input_example(scada: pd.DataFrame) -> pd.DataFrame:

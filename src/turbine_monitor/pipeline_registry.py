@@ -6,11 +6,13 @@ from turbine_monitor.pipelines import inference, ingestion, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register the project's pipelines. The default one runs ingestion, training and
-    inference in that order: a fresh clone ends with a champion and the history scored."""
+    """Register the project's pipelines. Training is per farm (`--params farm=<id>`); the
+    default pipeline ingests, trains (the fleet's one farm, or the farm given) and
+    scores. `kedro run-fleet` runs a round of a fleet of any size."""
     pipelines = {
         "ingestion": ingestion.create_pipeline(),
         "training": training.create_pipeline(),
+        "training_plan": training.create_plan_pipeline(),
         "inference": inference.create_pipeline(),
     }
     pipelines["__default__"] = pipelines["ingestion"] + pipelines["training"] + pipelines["inference"]

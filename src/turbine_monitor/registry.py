@@ -1,5 +1,6 @@
 """Registering a model release in the MLflow registry: the one place that writes
-versions and moves the `champion` and `challenger` aliases (DESIGN.md's contract)."""
+versions and moves the `champion` and `challenger` aliases of each farm's model
+(DESIGN.md's contract)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _PACKAGE_DIR = Path(turbine_monitor.__file__).parent
+
+
+def farm_model_name(model_name: str, farm_id: str) -> str:
+    """The registered model of farm `farm_id`: `<model.name>-<farm_id>` (DESIGN.md)."""
+    return f"{model_name}-{farm_id}"
 
 
 def register_release(release: ModelRelease, model_name: str) -> str:
@@ -46,6 +52,7 @@ def register_release(release: ModelRelease, model_name: str) -> str:
     if release.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     mlflow.set_tags({
+        "registered_model": model_name,
         "promotion_decision": release.decision, "model_version": version,
         "champion_version_before": release.champion_version or "none",
         "holdout_start": release.holdout["start"], "holdout_end": release.holdout["end"],

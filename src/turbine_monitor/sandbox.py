@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from turbine_monitor.project import PROJECT_ROOT, kedro_session
+from turbine_monitor.project import PROJECT_ROOT, kedro_session, load_config
 
 RAW_DIR = PROJECT_ROOT / "data" / "01_raw"
 
@@ -32,7 +32,16 @@ class Sandbox:
 
     @property
     def landing(self) -> Path:
-        return self.root / "landing"
+        """The bundled farm's landing folder (farms.yml)."""
+        return self.root / "landing" / "la-haute-borne"
+
+    def load(self, key: str) -> dict:
+        """The sandbox's configuration `key` (e.g. "globals", "parameters"), as Kedro merges it."""
+        return load_config(key, self.conf)
+
+    def set_farms(self, farms: dict[str, dict]) -> None:
+        """Replace the fleet: `farms` as `conf/local/farms.yml` (base's `formats` stay)."""
+        self._write("farms", {"farms": farms})
 
     @property
     def warehouse(self) -> Path:
@@ -62,13 +71,22 @@ class Sandbox:
     def configure(self, raw: Path | None = None, warehouse: Path | None = None,
                   lock_timeout_s: float = 60) -> None:
         """(Re)write the sandbox's `globals.yml`: the bundled data folder and the
-        warehouse file (default: as they are, else `root/warehouse.duckdb`), the lock wait."""
+        warehouse file (default: as they are, else `root/warehouse.duckdb`), the lock
+        wait; and, on first use, its `farms.yml`: the bundled farm, its asset table and
+        history (if there) from the bundled data folder, its landing folder `landing`."""
         current = self.globals()["paths"] if (self.conf / "local" / "globals.yml").exists() else {}
+        raw = Path(raw or current["raw"])
         self._write("globals", {
-            "paths": {"raw": str(raw or current["raw"]), "landing": str(self.landing),
+            "paths": {"raw": str(raw),
                       "warehouse": str(warehouse or current.get("warehouse", self.root / "warehouse.duckdb")),
-                      "reporting": str(self.root / "reporting")},
+                      "reporting": str(self.root / "reporting"),
+                      "model_cache": str(self.root / "models")},
             "warehouse": {"lock_timeout_s": lock_timeout_s}})
+        if not (self.conf / "local" / "farms.yml").exists():
+            history = raw / "la-haute-borne-scada-2014.parquet"
+            self.set_farms({"la-haute-borne": {
+                "assets": str(raw / "la-haute-borne-asset-table.csv"), "format": "la_haute_borne",
+                "landing": str(self.landing), **({"history": str(history)} if history.exists() else {})}})
 
     def globals(self) -> dict:
         return yaml.safe_load((self.conf / "local" / "globals.yml").read_text())

@@ -5,14 +5,21 @@ import warnings
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from turbine_monitor.hooks import ForgetFinishedMlflowRun, LoggingLevels, ModelRegistryHooks, RunSummaryHooks
+from turbine_monitor.hooks import (
+    FarmFailureHooks,
+    ForgetFinishedMlflowRun,
+    LoggingLevels,
+    ModelRegistryHooks,
+    RunSummaryHooks,
+)
 from turbine_monitor.project import PROJECT_ROOT
 
 # Kedro 1.x registers its resolvers with OmegaConf's deprecated `register_new_resolver`:
 # three multi-line warnings on every configuration load, in every run's log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (LoggingLevels(), ForgetFinishedMlflowRun(), ModelRegistryHooks(), RunSummaryHooks())
+HOOKS = (LoggingLevels(), ForgetFinishedMlflowRun(), ModelRegistryHooks(), RunSummaryHooks(),
+         FarmFailureHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -24,12 +31,15 @@ CONFIG_LOADER_ARGS = {
         "oc.env": oc.env,
         "project_root": lambda: PROJECT_ROOT.as_posix(),
     },
+    # farms.yml is read with the globals, so that the catalog and the parameters can use it;
     # `mlflow` is kedro-mlflow's pattern (it adds it as a session starts), declared here so
     # that `project.load_config("mlflow")` works outside a session too.
-    "config_patterns": {"replay": ["replay*", "replay*/**"], "prefect": ["prefect*", "prefect*/**"],
+    "config_patterns": {"globals": ["globals.yml", "farms*", "farms*/**"],
+                        "replay": ["replay*", "replay*/**"],
+                        "prefect": ["prefect*", "prefect*/**"],
                         "mlflow": ["mlflow*", "mlflow*/**"]},
     # A file in conf/<env> overrides only the keys it sets (e.g. one deployment's interval,
-    # the MLflow tracking URI, one path); Kedro's default would replace whole top-level
-    # sections.
-    "merge_strategy": {"globals": "soft", "mlflow": "soft", "prefect": "soft", "replay": "soft"},
+    # the MLflow tracking URI); Kedro's default, for the others, replaces whole top-level
+    # sections (a local farms.yml's `farms:` is the whole fleet).
+    "merge_strategy": {"mlflow": "soft", "prefect": "soft", "replay": "soft"},
 }

@@ -4,9 +4,12 @@ the nodes import no dataset module."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import click
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -22,7 +25,7 @@ class UnreadableFileError(Exception):
 
 
 class SourceFile(Protocol):
-    """One export file of a landing folder, read only when asked."""
+    """One export file of a farm (`<farm_id>/<file name>`), read only when asked."""
 
     name: str
     size_bytes: int
@@ -35,6 +38,91 @@ class SourceFile(Protocol):
     def read(self) -> pd.DataFrame:
         """Every field as the text delivered (missing as null), plus `MALFORMED_LINE`;
         raises `UnreadableFileError`."""
+
+    def metadata(self) -> dict[str, str]:
+        """The `key: value` lines before the header (e.g. `Turbine`, `Time zone`)."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Some farms' share of a dataset or of a node's output, produced when called."""
+
+    farms: tuple[str, ...]
+    produce: Callable[[], Any]
+
+    def __call__(self) -> Any:
+        return self.produce()
+
+    @property
+    def name(self) -> str:
+        """The farm's id, or the first farm's and how many more."""
+        more = len(self.farms) - 1
+        return self.farms[0] if not more else f"{self.farms[0]} +{more} farm{'s' if more > 1 else ''}"
+
+
+class Partitions(dict[str, Partition]):
+    """Work of several farms, by partition name, produced one partition at a time: a
+    partition is one farm, or several farms whose work together is small (a live run's
+    few new records of every farm), so that memory follows the largest partition, not
+    the fleet. A dataset saving partitions produces and commits each in turn, and adds
+    what it saved of each (a small dict, e.g. `{"rows": 144}`) to `saved`; under Prefect
+    each partition is its own task run."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.saved: list[dict[str, Any]] = []
+
+    @classmethod
+    def of(cls, groups: Iterable[tuple[str, ...]], produce: Callable[[tuple[str, ...]], Any]) -> Partitions:
+        """One partition per group of farms, produced by `produce(farms)`."""
+        partitions = [Partition(farms, partial(produce, farms)) for farms in groups]
+        return cls({partition.name: partition for partition in partitions})
+
+    def map(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Partitions:
+        """The same partitions, each produced as `func(<this partition's data>, *args, **kwargs)`."""
+        return Partitions({name: Partition(p.farms, partial(_apply, func, p, args, kwargs))
+                           for name, p in self.items()})
+
+
+def _apply(func: Callable[..., Any], partition: Partition, args: tuple, kwargs: dict) -> Any:
+    return func(partition(), *args, **kwargs)
+
+
+def group_farms(weights: Iterable[tuple[str, float]], budget: float) -> list[tuple[str, ...]]:
+    """Farms in groups, in order, each as large as fits `budget` (a farm heavier than
+    the budget alone); a budget of 0 puts every farm on its own."""
+    groups: list[list[str]] = []
+    total = 0.0
+    for farm, weight in weights:
+        if groups and budget > 0 and total + weight <= budget:
+            groups[-1].append(farm)
+            total += weight
+        else:
+            groups.append([farm])
+            total = weight
+    return [tuple(group) for group in groups]
+
+
+@dataclass(frozen=True)
+class FarmResult:
+    """What a node produced for a partition: `data` for the farms that succeeded, and
+    why the others failed (their work is left for a later run)."""
+
+    data: Any
+    failures: dict[str, Exception] = field(default_factory=dict)
+
+
+class FarmFailures(click.ClickException):
+    """Some farms' work failed; the other farms' was committed. Names the farms and why.
+    A Click exception, so that `kedro run` prints it as one message, not a traceback."""
+
+    def __init__(self, failures: dict[str, Exception]):
+        self.failures = failures
+        super().__init__("the work of some farms failed (the other farms' is saved): " + "; ".join(
+            f"farm {farm!r}: {type(error).__name__}: {error}" for farm, error in failures.items()))
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.failures,)
 
 
 class WarehouseQuery(NamedTuple):
@@ -54,12 +142,15 @@ class Skipped:
 
 @dataclass(frozen=True)
 class AlertUpdate:
-    """The alert episodes recomputed from `since` on (all start at or after it); the
-    stored episodes that start earlier are final. `scored_through`: the newest
+    """The alert episodes of farm `farm_id` recomputed from `since` on (all start at or
+    after it); the stored episodes that start earlier are final. `days`: the detector's
+    day sums from the day of `since` on, for the next run; `scored_through`: the newest
     `scored_at` among the predictions the detection read."""
 
+    farm_id: str
     since: pd.Timestamp
     episodes: pd.DataFrame
+    days: pd.DataFrame
     scored_through: pd.Timestamp
 
 
@@ -72,11 +163,16 @@ class RegisteredModel:
     power_model: PowerModel
 
 
+class FarmModels(dict[str, Callable[[], RegisteredModel]]):
+    """Registered models by farm id, each loaded when its function is called."""
+
+
 @dataclass
 class ModelRelease:
     """A newly trained model and the decision about it: registered as the challenger,
     promoted to champion when `promote`."""
 
+    farm_id: str
     power_model: PowerModel
     input_example: pd.DataFrame
     promote: bool

@@ -1,5 +1,6 @@
-"""The `alerts` table as the detector's episodes: the recomputed part replaced in one
-transaction, known episodes keeping when they were first opened, earlier ones final."""
+"""The `alerts` table as the detector's episodes, farm by farm: the recomputed part
+replaced in one transaction, known episodes keeping when they were first opened, earlier
+ones final, other farms untouched, the detector's day sums kept."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pandas as pd
 import pytest
 
 from turbine_monitor.datasets import AlertsDataset
-from turbine_monitor.detection import EPISODE_COLUMNS
-from turbine_monitor.values import AlertUpdate, Skipped
+from turbine_monitor.datasets.warehouse import connect
+from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS
+from turbine_monitor.values import AlertUpdate
 
 T0 = pd.Timestamp("2015-05-01", tz="UTC")
 
@@ -22,16 +24,24 @@ def episode(turbine: str, kind: str, start_h: float, end_h: float | None, record
             "channel": "peer" if kind == "underperformance" else None}
 
 
-def frame(*episodes: dict, since_h: float = 0) -> AlertUpdate:
-    """The episodes as recomputed from `since_h` hours after T0 on."""
+def frame(*episodes: dict, since_h: float = 0, farm: str = "lhb", days: pd.DataFrame | None = None
+          ) -> list[AlertUpdate]:
+    """The farm's episodes as recomputed from `since_h` hours after T0 on, as the
+    detection of one partition saves them."""
     table = pd.DataFrame(list(episodes), columns=EPISODE_COLUMNS).astype(
         {"start_ts": "datetime64[us, UTC]", "end_ts": "datetime64[us, UTC]"})
-    return AlertUpdate(T0 + pd.Timedelta(hours=since_h), table, T0 + pd.Timedelta(days=30))
+    days = pd.DataFrame(columns=DAY_COLUMNS) if days is None else days
+    return [AlertUpdate(farm, T0 + pd.Timedelta(hours=since_h), table, days, T0 + pd.Timedelta(days=30))]
 
 
 @pytest.fixture
 def alerts(tmp_path) -> AlertsDataset:
-    return AlertsDataset(filepath=str(tmp_path / "warehouse.duckdb"), lock_timeout_s=5)
+    """Turbines R80711 and R80721 of farm `lhb`, S1 of farm `other`."""
+    path = tmp_path / "warehouse.duckdb"
+    with connect(path, lock_timeout_s=5) as con:
+        con.execute("INSERT INTO turbines (farm_id, turbine_id) VALUES "
+                    "('lhb', 'R80711'), ('lhb', 'R80721'), ('other', 'S1')")
+    return AlertsDataset(filepath=str(path), lock_timeout_s=5)
 
 
 def by_key(table: pd.DataFrame) -> dict:
@@ -52,7 +62,7 @@ def test_known_episodes_keep_their_opened_at_and_new_ones_are_stamped_now(alerts
     assert second[key].end_ts == T0 + pd.Timedelta(hours=2) and second[key].records == 12
     (new,) = set(second) - {key}
     assert second[new].opened_at > first[key].opened_at
-    assert "2 episodes, 1 of them new (1 of those still open)" in caplog.text
+    assert "Alerts of lhb: 2 episodes recomputed, 1 of them new; 1 open." in caplog.text
 
 
 def test_an_unchanged_episode_is_not_touched(alerts):
@@ -80,12 +90,25 @@ def test_episodes_before_the_recomputed_part_are_final(alerts, tmp_path):
     assert {(k[0], (k[2] - T0) / pd.Timedelta(hours=1), r.records) for k, r in table.items()} == {
         ("R80711", 0, 12), ("R80711", 10, 24), ("R80721", 12, 3)}
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-    assert con.sql("SELECT scored_through FROM alert_detection").fetchall() == [(T0 + pd.Timedelta(days=30),)]
+    assert con.sql("SELECT farm_id, scored_through FROM alert_detection").fetchall() == [
+        ("lhb", T0 + pd.Timedelta(days=30))]
     con.close()
 
 
-def test_skipped_detection_leaves_the_table_alone(alerts):
-    alerts.save(frame(episode("R80711", "stopped", 0, None, 3)))
-    before = alerts.load()
-    alerts.save(Skipped("no champion"))
-    pd.testing.assert_frame_equal(alerts.load(), before)
+def test_a_farms_update_leaves_the_other_farms_alerts_alone(alerts):
+    alerts.save(frame(episode("S1", "stopped", 1, None, 3), farm="other"))
+    alerts.save(frame(episode("R80711", "stopped", 0, None, 3)))  # lhb, recomputed from T0 on
+    assert sorted(alerts.load()["turbine_id"]) == ["R80711", "S1"]
+
+
+def test_the_detectors_day_sums_are_kept_and_replaced_by_a_later_run(alerts, tmp_path):
+    def days(evidence: float) -> pd.DataFrame:
+        return pd.DataFrame({"turbine_id": ["R80711"], "day": [pd.Timestamp("2015-05-01")],
+                             "evidence": [evidence], **dict.fromkeys(DAY_COLUMNS[3:], [1.0])})
+
+    alerts.save(frame(days=days(10)))
+    alerts.save(frame(days=days(30)))
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.sql("SELECT turbine_id, day::VARCHAR, evidence FROM detector_days").fetchall() == [
+        ("R80711", "2015-05-01", 30.0)]
+    con.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from tests.conftest import HEADER, PROJECT_ROOT, RAW_DIR
 from tests.pipelines.ingestion.test_real_data import write_full_export
@@ -112,6 +113,10 @@ def test_two_processes_ingesting_and_reading_at_once_both_succeed(tmp_path):
             [sys.executable, "-c", script, str(PROJECT_ROOT), str(ws.conf), str(ws.landing), turbine,
              str(go), HEADER],
             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+    # The experiment exists before the two sessions start (kedro-mlflow creates a missing
+    # one as a session opens: two at once on a fresh store would race).
+    if MlflowClient().get_experiment_by_name("turbine-monitor") is None:
+        MlflowClient().create_experiment("turbine-monitor", artifact_location=str(tmp_path / "mlartifacts"))
     go.touch()
     reader = DuckDBQueryDataset(str(tmp_path / "shared.duckdb"), table="scada", columns=["turbine_id"])
     while any(p.poll() is None for _, p in workers):

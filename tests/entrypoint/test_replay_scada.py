@@ -47,9 +47,8 @@ class Replay:
 
     def configure(self, source: str) -> None:
         (self.conf / "local" / "replay.yml").write_text(yaml.safe_dump({"replay": {
-            "source": source, "landing": "${globals:paths.landing}",
-            "state_file": str(self.state_file), "speed": 600,
-        }}))
+            "source": source, "state_file": str(self.state_file), "speed": 600,
+        }}))  # the landing folder: base's, the bundled farm's (farms.yml)
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "entrypoint/replay_scada.py", "--conf-source", str(self.conf), *args]

@@ -125,13 +125,12 @@ def worked(deployment_id: UUID) -> list[FlowRun]:
 
 
 def training_decisions(flow_run_ids: list[UUID]) -> dict[UUID, str]:
-    """The promotion decision of each training flow run that published one."""
+    """The promotion decision of each training flow run that trained a farm (the bundled one)."""
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["training-summary"]),
             flow_run_id=ArtifactFilterFlowRunId(any_=flow_run_ids)))
-    return {a.flow_run_id: row["value"] for a in found for row in json.loads(a.data)
-            if row["name"] == "promotion_decision"}
+    return {a.flow_run_id: row["decision"] for a in found for row in json.loads(a.data) if row["farm"]}
 
 
 def timings(flow_run_ids: list[UUID]) -> list[dict]:

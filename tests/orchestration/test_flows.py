@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,7 +37,7 @@ from prefect.flow_engine import run_flow
 from prefect.states import Scheduled
 from prefect.testing.utilities import prefect_test_harness
 
-from tests.conftest import FAST_TRAINING, HEADER, landing_only_workspace, write_export_slice
+from tests.conftest import FAST_TRAINING, HEADER, Fleet, landing_only_workspace, write_export_slice
 from tests.orchestration.conftest import HOLD_LOCK
 from turbine_monitor.orchestration.flows import (
     inference_flow,
@@ -47,6 +48,7 @@ from turbine_monitor.orchestration.flows import (
 )
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
 from turbine_monitor.pipelines import inference, training
+from turbine_monitor.synthetic import farm_id
 
 pytestmark = pytest.mark.slow
 
@@ -142,23 +144,25 @@ def test_stale_skip_message():
         "Skipped: started 95 s after its scheduled time (limit 30 s).")
 
 
-def test_inference_nodes_are_task_runs_named_after_them_with_kedro_logs(trained, workspace):
+def test_inference_nodes_and_farm_partitions_are_task_runs_with_kedro_logs(trained, workspace):
     write_export_slice(workspace.landing / "feb.csv", "2014-02-01", "2014-02-02")
     state = inference_flow(conf_source=str(workspace.conf), return_state=True)
     assert state.is_completed(), state.message
     flow_run_id = state.state_details.flow_run_id
 
     runs = task_runs(flow_run_id)
-    assert sorted(run.name for run in runs) == sorted(n.name for n in inference.create_pipeline().nodes)
+    partitions = ["score_new_rows [la-haute-borne]", "update_alerts [la-haute-borne]"]
+    assert sorted(run.name for run in runs) == sorted([n.name for n in inference.create_pipeline().nodes]
+                                                      + partitions)
     assert {run.state.name for run in runs} == {"Completed"}
 
     rows = workspace.scalar("SELECT count(*) FROM predictions")
-    logs = eventually(lambda: (found := task_logs(flow_run_id)).get("score_new_rows") and found)
+    logs = eventually(lambda: (found := task_logs(flow_run_id)).get(partitions[0]) and found)
     assert any(m.startswith("Running node: score_new_rows") for m in logs["score_new_rows"])
-    assert f"Scored {rows} rows with champion version 1." in logs["score_new_rows"]
-    assert not any("Scored" in m for name, messages in logs.items() if name != "score_new_rows"
+    assert f"Scored {rows} rows of 1 farm(s)." in logs[partitions[0]]
+    assert not any("Scored" in m for name, messages in logs.items() if name != partitions[0]
                    for m in messages)
-    assert any(m.startswith("Running node: read_new_sources") for m in logs["read_new_sources"])
+    assert any(m.startswith("Running node: ingest_new_sources") for m in logs["ingest_new_sources"])
 
     summary = artifacts(flow_run_id)["inference-summary"]
     assert summary.type == "markdown"
@@ -166,8 +170,8 @@ def test_inference_nodes_are_task_runs_named_after_them_with_kedro_logs(trained,
 
 
 def test_a_lock_held_briefly_is_waited_for_within_the_run(trained, workspace):
-    """Another process holds the DuckDB file lock for a second: read_new_sources waits
-    for it (the dataset's lock wait, globals.yml) and the run completes, nothing retried."""
+    """Another process holds the DuckDB file lock for a second: ingestion waits for it
+    (the dataset's lock wait, globals.yml) and the run completes, nothing retried."""
     write_export_slice(workspace.landing / "feb.csv", "2014-02-01", "2014-02-02")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workspace.warehouse)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -196,28 +200,30 @@ def test_a_lock_held_past_the_wait_fails_the_run_at_once_with_a_clear_message(tr
         holder.stdin.close()
         holder.wait()
     assert state.is_failed() and "stayed locked by another process for 0.2 s" in state.message
-    (read,) = task_runs(state.state_details.flow_run_id)  # nothing downstream was started
-    assert read.name == "read_new_sources" and read.state.name == "Failed" and read.run_count == 1
+    runs = {run.name: run for run in task_runs(state.state_details.flow_run_id)}
+    assert "Failed" in {run.state.name for run in runs.values()}
+    assert {run.run_count for run in runs.values()} == {1}
+    assert not {"score_new_rows", "update_alerts"} & set(runs)  # nothing downstream was started
 
 
-def test_training_publishes_its_summary_and_tags_its_single_mlflow_run(trained):
+def test_training_trains_each_farm_due_in_a_task_run_and_publishes_one_row_per_farm(trained):
     state, client = trained["state"], trained["client"]
     assert state.is_completed(), state.message
     flow_run_id = state.state_details.flow_run_id
     runs = task_runs(flow_run_id)
-    assert sorted(run.name for run in runs) == sorted(n.name for n in training.create_pipeline().nodes)
+    assert sorted(run.name for run in runs) == ["plan_training", "train la-haute-borne"]
     assert {run.state.name for run in runs} == {"Completed"}
 
     (run,) = client.search_runs([client.get_experiment_by_name("turbine-monitor").experiment_id])
     assert run.data.tags["prefect_flow_run_id"] == str(flow_run_id)
+    assert run.data.tags["farm_id"] == "la-haute-borne"
 
     summary = artifacts(flow_run_id)["training-summary"]
-    table = {row["name"]: row["value"] for row in json.loads(summary.data)}
-    assert table["promotion_decision"] == "promoted"
-    assert table["mlflow_run_id"] == run.info.run_id
-    assert table["holdout.model_mae_kw"] == pytest.approx(run.data.metrics["holdout.model_mae_kw"])
-    assert table["challenger_holdout_mae_kw"] == pytest.approx(run.data.metrics["challenger_holdout_mae_kw"])
-    assert run.info.run_id in summary.description and "promoted" in summary.description
+    (row,) = json.loads(summary.data)
+    assert row["farm"] == "la-haute-borne" and row["decision"] == "promoted"
+    assert row["mlflow_run_id"] == run.info.run_id and row["model_version"] == "1"
+    assert row["challenger_holdout_mae_kw"] == pytest.approx(run.data.metrics["challenger_holdout_mae_kw"])
+    assert "la-haute-borne: promoted" in summary.description
 
 
 def test_a_scheduled_run_that_starts_too_late_is_skipped(trained, workspace):
@@ -280,3 +286,35 @@ def test_deployments_are_registered_from_config_and_updated_in_place(prefect_api
         training = client.read_deployment(training_id)
     assert training.job_variables["command"].startswith("nice -n 10 ")  # yields the CPU to inference
     assert training.job_variables["env"] == {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def two_farms(prefect_api, tmp_path, monkeypatch) -> Fleet:
+    """Two synthetic farms, a month of records each, both trained (plain Kedro), in an
+    MLflow store of the test's own."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    fleet = Fleet(tmp_path, [(1, 4, "la_haute_borne"), (2, 4, "greenbyte")], days=34)
+    for farm in fleet.entries:
+        fleet.deliver(farm, 32)
+    fleet.round()
+    return fleet
+
+
+def test_a_farm_that_fails_fails_the_run_naming_it_after_the_other_farms_are_saved(two_farms):
+    """Farm 2's champion stops loading: the inference run scores and updates farm 1,
+    then ends Failed naming farm 2; its artifact lists farm 2."""
+    one, two = farm_id(1), farm_id(2)
+    client = MlflowClient()
+    # Its artifacts and scoring's local copy gone.
+    shutil.rmtree(client.get_model_version_download_uri(f"turbine-power-nbm-{two}", "1").removeprefix("file://"))
+    shutil.rmtree(two_farms.sandbox.globals()["paths"]["model_cache"], ignore_errors=True)
+    for farm in two_farms.entries:
+        two_farms.deliver(farm, 34)
+    state = inference_flow(conf_source=str(two_farms.sandbox.conf), return_state=True)
+    assert state.is_failed() and f"farm '{two}'" in state.message and f"farm '{one}'" not in state.message
+    flow_run_id = state.state_details.flow_run_id
+    assert {run.name for run in task_runs(flow_run_id)} >= {"score_new_rows [synthetic-001 +1 farm]"}
+    assert [farm for farm, in two_farms.sql("SELECT DISTINCT t.farm_id FROM scoring_queue "
+                                            "JOIN turbines t USING (turbine_id)")] == [two]  # its rows wait
+    summary = artifacts(flow_run_id)["inference-summary"]
+    assert f"`{two}`" in summary.data and two in summary.description

@@ -1,54 +1,103 @@
-"""A model of the MLflow registry, by alias, as a Kedro dataset that only reads."""
+"""Every farm's model of the MLflow registry, by alias, as a Kedro dataset that only reads."""
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import sys
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from kedro_mlflow.io.models import MlflowModelRegistryDataset
+import mlflow
+from kedro.io import AbstractDataset, DatasetError
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from turbine_monitor.values import RegisteredModel
+from turbine_monitor.values import FarmModels, RegisteredModel
 
 
-class ModelRegistryDataset(MlflowModelRegistryDataset):
-    """kedro-mlflow's registry dataset loading `models:/<model_name>@<alias>`, as a
-    `values.RegisteredModel` (version, run id and the `power_model` the pyfunc wraps), or
-    None while no version has the alias (a fresh registry has no champion). The alias is
-    resolved on every load, the model read once per version (by version: the alias may
-    move meanwhile). Read-only: training registers versions and moves aliases through
-    the project's `ModelRegistryHooks`.
+class FarmModelsDataset(AbstractDataset):
+    """The registered models `<model_name>-<farm_id>` that have `alias`: `load()` returns
+    `values.FarmModels`, a dict from farm id to a function loading that farm's
+    `values.RegisteredModel` (version, run id and the `power_model` the pyfunc wraps).
+    Aliases are resolved in one registry query per load; a model is read when its
+    function is first called, once per version for the life of the dataset (by version:
+    the alias may move meanwhile). A farm without the alias (no champion yet) is absent.
+    Read-only: training registers versions and moves aliases through the project's
+    `ModelRegistryHooks`.
+
+    With `cache_dir`, a version read from MLflow is also kept there as a pickle (by
+    tracking store, model and version: a registered version never changes), so that the
+    next process reads it in milliseconds instead of loading the pyfunc again: a live
+    run of a fleet loads every farm's champion.
 
     Example (`conf/base/catalog.yml`)::
 
-        champion_model:
-          type: turbine_monitor.datasets.ModelRegistryDataset
+        champions:
+          type: turbine_monitor.datasets.FarmModelsDataset
           model_name: turbine-power-nbm
           alias: champion
+          cache_dir: data/06_models
     """
 
-    def __init__(self, model_name: str, alias: str = "champion", metadata: dict[str, Any] | None = None):
-        # The model was logged from this project's locked environment: skip MLflow's check
-        # of the installed packages against its requirements (it reads every distribution).
-        super().__init__(model_name=model_name, alias=alias, load_args={"suppress_warnings": True},
-                         metadata=metadata)
-        self._loaded: RegisteredModel | None = None
+    def __init__(self, model_name: str, alias: str = "champion", cache_dir: str | None = None,
+                 metadata: dict[str, Any] | None = None):
+        self._model_name, self._alias, self.metadata = model_name, alias, metadata
+        self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._loaded: dict[tuple[str, str], RegisteredModel] = {}
 
-    def _load(self) -> RegisteredModel | None:
-        client = MlflowClient()
-        try:
-            aliases = client.get_registered_model(self.model_name).aliases
-        except MlflowException as exc:
-            if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-                return None
-            raise
-        if self.alias not in aliases:
+    def load(self) -> FarmModels:
+        client, prefix = MlflowClient(), f"{self._model_name}-"
+        models, page_token = [], None
+        while True:
+            page = client.search_registered_models(filter_string=f"name LIKE '{prefix}%'",
+                                                   page_token=page_token)
+            models += page
+            if not (page_token := page.token):
+                break
+        return FarmModels({model.name.removeprefix(prefix): partial(self._model, model.name,
+                                                                    str(model.aliases[self._alias]))
+                           for model in models
+                           if model.name.startswith(prefix) and self._alias in model.aliases})
+
+    def _model(self, name: str, version: str) -> RegisteredModel:
+        if (name, version) not in self._loaded:
+            cached = self._cached(name, version)
+            if cached is not None and cached.exists():
+                self._loaded[name, version] = pickle.loads(cached.read_bytes())
+                return self._loaded[name, version]
+            # The version's own artifacts (a local path for a local store: nothing copied),
+            # without MLflow's check of the installed packages against the model's
+            # requirements (it reads every distribution; the model was logged from this
+            # project's locked environment).
+            uri = MlflowClient().get_model_version_download_uri(name, version)
+            # The model ships this project's code (`code_paths`) for use elsewhere; here that
+            # code is already imported, so MLflow's prepending of it to sys.path is undone
+            # (one entry per model load would pile up, and shadow the project's own modules).
+            search_path = list(sys.path)
+            try:
+                pyfunc = mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(artifact_uri=uri),
+                                                  suppress_warnings=True)
+            finally:
+                sys.path[:] = search_path
+            self._loaded[name, version] = RegisteredModel(
+                version=version, run_id=pyfunc.metadata.run_id,
+                power_model=pyfunc.unwrap_python_model().power_model)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                partial_file = cached.with_suffix(".tmp")
+                partial_file.write_bytes(pickle.dumps(self._loaded[name, version]))
+                partial_file.replace(cached)  # atomic: a reader never sees half a pickle
+        return self._loaded[name, version]
+
+    def _cached(self, name: str, version: str) -> Path | None:
+        if self._cache_dir is None:
             return None
-        version = str(aliases[self.alias])
-        if self._loaded is None or self._loaded.version != version:
-            pyfunc = self._mlflow_model_module.load_model(f"models:/{self.model_name}/{version}",
-                                                          **self._load_args)
-            self._loaded = RegisteredModel(version=version, run_id=pyfunc.metadata.run_id,
-                                           power_model=pyfunc.unwrap_python_model().power_model)
-        return self._loaded
+        store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
+        return self._cache_dir / store / name / f"{version}.pkl"
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("FarmModelsDataset is read-only: training registers models (ModelRegistryHooks)")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"model_name": self._model_name, "alias": self._alias}

@@ -1,6 +1,16 @@
 -- The warehouse schema (public contract, see DESIGN.md). Applied idempotently
 -- on a process's first connection to a warehouse file.
 
+-- Every turbine of the fleet, from the farms' asset tables (conf/base/farms.yml); turbine
+-- ids are unique across the fleet, so every table joins to its farm through it.
+CREATE TABLE IF NOT EXISTS turbines (
+    farm_id             VARCHAR NOT NULL,
+    turbine_id          VARCHAR PRIMARY KEY,
+    latitude            DOUBLE,
+    longitude           DOUBLE,
+    rated_power_kw      DOUBLE
+);
+
 CREATE TABLE IF NOT EXISTS scada (
     turbine_id          VARCHAR NOT NULL,
     ts                  TIMESTAMPTZ NOT NULL,      -- UTC, start of the 10-minute record
@@ -17,7 +27,8 @@ CREATE TABLE IF NOT EXISTS scada (
 );
 
 CREATE TABLE IF NOT EXISTS scada_quarantine (
-    source_file     VARCHAR NOT NULL,
+    farm_id         VARCHAR,
+    source_file     VARCHAR NOT NULL,      -- <farm_id>/<file name>
     source_row      BIGINT,                -- 0-based position of the record in its file
     reason          VARCHAR NOT NULL,      -- machine-readable, e.g. invalid_timestamp
     detail          VARCHAR,               -- what was wrong, for a person
@@ -27,7 +38,8 @@ CREATE TABLE IF NOT EXISTS scada_quarantine (
 
 CREATE TABLE IF NOT EXISTS ingested_files (
     checksum          VARCHAR PRIMARY KEY, -- sha256 of the file content
-    source_file       VARCHAR NOT NULL,
+    farm_id           VARCHAR,
+    source_file       VARCHAR NOT NULL,    -- <farm_id>/<file name>
     size_bytes        BIGINT NOT NULL,
     modified_ns       BIGINT,              -- file modification time when read, ns since the epoch
     status            VARCHAR NOT NULL,    -- ingested | empty | rejected
@@ -41,6 +53,9 @@ CREATE TABLE IF NOT EXISTS ingested_files (
 
 -- Warehouses created before `modified_ns` existed: their files are recognised by checksum.
 ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS modified_ns BIGINT;
+-- Warehouses created before farms: their files and quarantined records have no farm.
+ALTER TABLE ingested_files ADD COLUMN IF NOT EXISTS farm_id VARCHAR;
+ALTER TABLE scada_quarantine ADD COLUMN IF NOT EXISTS farm_id VARCHAR;
 
 CREATE TABLE IF NOT EXISTS predictions (
     turbine_id          VARCHAR NOT NULL,
@@ -71,9 +86,41 @@ CREATE TABLE IF NOT EXISTS alerts (
     PRIMARY KEY (turbine_id, kind, start_ts)
 );
 
--- How far alert detection has read: the newest `predictions.scored_at` of its last run.
--- The next run recomputes from the first prediction scored after it (or earlier).
+-- The `scada` rows not scored yet: ingestion adds each row it accepts, scoring removes the
+-- rows it predicts, in the same transactions (a run reads the work, not the history).
+-- No key: it holds only rows `scada` accepted once each, and an index would slow down the
+-- backlog's inserts and deletes.
+CREATE TABLE IF NOT EXISTS scoring_queue (
+    turbine_id          VARCHAR NOT NULL,
+    ts                  TIMESTAMPTZ NOT NULL
+);
+
+-- The one-off changes to an existing warehouse made so far (warehouse.py: MIGRATIONS).
+CREATE TABLE IF NOT EXISTS warehouse_migrations (
+    name                VARCHAR PRIMARY KEY,
+    applied_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- How far alert detection has read, per farm: the newest `predictions.scored_at` of its
+-- last run. The next run recomputes from the first prediction scored after it (or earlier).
 CREATE TABLE IF NOT EXISTS alert_detection (
+    farm_id                     VARCHAR,            -- NULL: a warehouse's row from before farms
     scored_through              TIMESTAMPTZ NOT NULL,
     updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+ALTER TABLE alert_detection ADD COLUMN IF NOT EXISTS farm_id VARCHAR;
+
+-- What the alert detector keeps per turbine and UTC day, so that a run reads a fixed
+-- window of records instead of its whole lookback: the day's evidence records and the
+-- sums of its own and peer channels (detection.py), from which baselines are medians.
+CREATE TABLE IF NOT EXISTS detector_days (
+    turbine_id                  VARCHAR NOT NULL,
+    day                         DATE NOT NULL,
+    evidence                    DOUBLE NOT NULL,
+    matched                     DOUBLE NOT NULL,
+    own_num                     DOUBLE NOT NULL,
+    own_den                     DOUBLE NOT NULL,
+    peer_num                    DOUBLE NOT NULL,
+    peer_den                    DOUBLE NOT NULL,
+    PRIMARY KEY (turbine_id, day)
 );

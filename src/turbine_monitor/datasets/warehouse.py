@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib.resources import files
@@ -31,7 +31,13 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 from kedro.utils import load_obj
 
-from turbine_monitor.values import AlertUpdate, Skipped, WarehouseQuery
+from turbine_monitor.values import (
+    AlertUpdate,
+    FarmResult,
+    Partitions,
+    WarehouseQuery,
+    group_farms,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,14 @@ SCHEMA_SQL = files(__package__).joinpath("schema.sql").read_text()
 # DuckDB has no exception type of its own for a lock another process holds: an IOException
 # with this message (tests/datasets/test_warehouse.py pins it).
 _LOCKED_BY_ANOTHER_PROCESS = "Could not set lock"
+#: One-off changes to a warehouse created by an earlier version, by name, each applied
+#: once (recorded in `warehouse_migrations`) after the schema statements.
+MIGRATIONS = {
+    # A warehouse from before the queue: its rows without a prediction join it.
+    "fill scoring_queue": """
+        INSERT INTO scoring_queue SELECT s.turbine_id, s.ts FROM scada s
+        WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.turbine_id = s.turbine_id AND p.ts = s.ts)""",
+}
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
 _ALIAS = "warehouse"
@@ -96,12 +110,24 @@ def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyCo
         try:
             con.execute(f"USE {_ALIAS}")
             if new_file or filepath not in _schema_created:
-                con.execute(SCHEMA_SQL)
+                _bring_up_to_date(con)
                 _schema_created.add(filepath)
             yield con
         finally:
             con.close()  # rolls back a transaction left open
             database.execute(f"DETACH {_ALIAS}")
+
+
+def _bring_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply the schema statements, then the migrations not applied yet."""
+    con.execute(SCHEMA_SQL)
+    applied = {name for (name,) in con.execute("SELECT name FROM warehouse_migrations").fetchall()}
+    for name, sql in MIGRATIONS.items():
+        if name not in applied:
+            con.begin()
+            con.execute(sql)
+            con.execute("INSERT INTO warehouse_migrations (name) VALUES ($name)", {"name": name})
+            con.commit()
 
 
 class _WarehouseDataset(AbstractDataset):
@@ -117,13 +143,46 @@ class _WarehouseDataset(AbstractDataset):
         return {"filepath": str(self._filepath), "lock_timeout_s": self._lock_timeout_s}
 
 
+def save_partitions(data: Any, save: Callable[[Any], dict[str, Any]]) -> None:
+    """Save `data` with `save` (which returns what it saved, as a small dict). A
+    `values.Partitions` is produced and committed one partition at a time; what each
+    saved goes to `data.saved`, and so do the farms whose work failed
+    (`{"failures": {farm: error}}`: a partition that could not be produced, or the farms
+    a `values.FarmResult` names), so that the other partitions and the nodes after this
+    one still run (the project's `FarmFailureHooks` fails the run at its end)."""
+    if not isinstance(data, Partitions):
+        save(data)
+        return
+    for partition in data.values():
+        try:
+            result = partition()
+        except Exception as error:  # noqa: BLE001 - one partition's failure must not stop the others
+            data.saved.append({"failures": dict.fromkeys(partition.farms, error)})
+            continue
+        if isinstance(result, FarmResult):
+            if result.failures:
+                data.saved.append({"failures": result.failures})
+            result = result.data
+        data.saved.append(save(result))
+
+
 class DuckDBQueryDataset(_WarehouseDataset):
     """Loads `columns` (default: all) of `table`, sorted by `order_by`, or the result of
     `query`: the import path of a function that, called with `query_args`, returns a
-    `values.WarehouseQuery` (SQL with `$name` parameters, and their values), so that
-    the rule deciding which rows to read is a Python function a unit test reaches.
-    Saves by inserting into `table` (by column name), ignoring rows whose key is
-    already there, in one transaction.
+    `values.WarehouseQuery` (SQL with `$name` parameters, and their values) or a dict of
+    them (then loaded in one snapshot as a dict of DataFrames), so that the rule deciding
+    which rows to read is a Python function a unit test reaches.
+
+    With `partitions`, `load()` returns `values.Partitions`: `work` (the import path of
+    a function called with `work_args`, returning the query that lists `farm_id` and
+    `weight`, the farms with work) is run, the farms are grouped in order into
+    partitions of at most `max_weight` (0: one farm each), and each partition loads the
+    `query` called with `farms=[...]` too, when it is produced.
+
+    Saves by inserting into `table` (by column name) in one transaction, ignoring rows
+    whose key is already there, or replacing them with `upsert`; with `dequeue`, the
+    saved (turbine_id, ts) keys leave that queue table in the same transaction. Saves
+    `values.Partitions` one partition and transaction at a time (`save_partitions`).
 
     Example (`conf/base/catalog.yml`)::
 
@@ -132,47 +191,80 @@ class DuckDBQueryDataset(_WarehouseDataset):
           filepath: data/warehouse.duckdb
           query: turbine_monitor.pipelines.inference.rules.rows_to_score
           query_args: {history_hours: 6}
+          partitions:
+            work: turbine_monitor.pipelines.inference.rules.scoring_work
+            max_weight: 250000
 
-        predictions:
+        predictions@table:
           type: turbine_monitor.datasets.DuckDBQueryDataset
           filepath: data/warehouse.duckdb
           table: predictions
+          dequeue: scoring_queue
     """
 
     def __init__(self, filepath: str, table: str | None = None, columns: list[str] | None = None,
                  order_by: list[str] | None = None, query: str | None = None,
-                 query_args: dict[str, Any] | None = None, lock_timeout_s: float = 60.0,
+                 query_args: dict[str, Any] | None = None, partitions: dict[str, Any] | None = None,
+                 upsert: bool = False, dequeue: str | None = None, lock_timeout_s: float = 60.0,
                  metadata: dict | None = None):
         super().__init__(filepath, lock_timeout_s, metadata)
         if (query is None) == (table is None):
             raise DatasetError("DuckDBQueryDataset needs either a table or a query")
+        if partitions is not None and (query is None or "work" not in partitions):
+            raise DatasetError("DuckDBQueryDataset partitions need a query and partitions.work")
         self._table, self._columns, self._order_by = table, columns, order_by
-        self._query, self._query_args = query, query_args or {}
+        self._query, self._query_args, self._partitions = query, query_args or {}, partitions
+        self._upsert, self._dequeue = upsert, dequeue
 
-    def _select(self) -> WarehouseQuery:
-        if self._query is not None:
-            return load_obj(self._query)(**self._query_args)
-        order = f" ORDER BY {', '.join(self._order_by)}" if self._order_by else ""
-        return WarehouseQuery(f"SELECT {', '.join(self._columns or ['*'])} FROM {self._table}{order}", {})
-
-    def load(self) -> pd.DataFrame:
-        select = self._select()
+    def load(self) -> pd.DataFrame | dict[str, pd.DataFrame] | Partitions:
+        if self._partitions is None:
+            return self._read(**self._query_args)
+        work = load_obj(self._partitions["work"])(**self._partitions.get("work_args", {}))
         with self._connect() as con:
-            return con.execute(select.sql, select.parameters).df()
+            weights = con.execute(work.sql, work.parameters).fetchall()
+        groups = group_farms(weights, float(self._partitions.get("max_weight", 0)))
+        return Partitions.of(groups, lambda farms: self._read(farms=list(farms), **self._query_args))
 
-    def save(self, data: pd.DataFrame) -> None:
+    def _read(self, **arguments: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        if self._query is None:
+            order = f" ORDER BY {', '.join(self._order_by)}" if self._order_by else ""
+            select: WarehouseQuery | dict = WarehouseQuery(
+                f"SELECT {', '.join(self._columns or ['*'])} FROM {self._table}{order}", {})
+        else:
+            select = load_obj(self._query)(**arguments)
+        with self._connect() as con:
+            if isinstance(select, WarehouseQuery):
+                return con.execute(select.sql, select.parameters).df()
+            con.begin()  # one snapshot for every query
+            frames = {name: con.execute(query.sql, query.parameters).df() for name, query in select.items()}
+            con.commit()
+            return frames
+
+    def save(self, data: pd.DataFrame | Partitions) -> None:
         if self._query is not None:
             raise DatasetError("DuckDBQueryDataset with a query is read-only")
+        save_partitions(data, self._insert)
+
+    def _insert(self, data: pd.DataFrame) -> dict[str, Any]:
+        if data.empty:
+            return {"rows": 0}
         with self._connect() as con:
             con.begin()
             con.register("incoming", data)
-            con.execute(f"INSERT INTO {self._table} BY NAME SELECT * FROM incoming "
-                        "ON CONFLICT DO NOTHING")
+            if self._upsert:
+                con.execute(f"INSERT OR REPLACE INTO {self._table} BY NAME SELECT * FROM incoming")
+            else:
+                con.execute(f"INSERT INTO {self._table} BY NAME SELECT * FROM incoming "
+                            "ON CONFLICT DO NOTHING")
+            if self._dequeue:
+                con.execute(f"DELETE FROM {self._dequeue} q USING incoming i "
+                            "WHERE q.turbine_id = i.turbine_id AND q.ts = i.ts")
             con.commit()
+        return {"rows": len(data)}
 
     def _describe(self) -> dict[str, Any]:
         return {**super()._describe(), "table": self._table, "query": self._query,
-                "query_args": self._query_args}
+                "query_args": self._query_args, "partitions": self._partitions}
 
 
 class ScadaTableDataset(_WarehouseDataset):
@@ -183,6 +275,7 @@ class ScadaTableDataset(_WarehouseDataset):
     The batch is a dict of three DataFrames from the ingestion pipeline:
     `files` (one row per source file, counts from validation), `scada` (validated rows,
     unique per turbine and timestamp within the batch) and `quarantine`.
+    The accepted rows also join `scoring_queue` (the rows scoring has to do).
     Inside the transaction, against what the warehouse holds by then:
     a file whose checksum is already recorded is skipped whole (another process won
     the race); a row identical to one already in `scada` is a duplicate (a no-op);
@@ -225,9 +318,11 @@ class ScadaTableDataset(_WarehouseDataset):
                        s.source_file AS kept_from, to_json({{{record}}}) AS raw_record
                 FROM new_rows b JOIN scada s USING (turbine_id, ts)""")
             con.execute("""
-                INSERT INTO scada BY NAME
+                CREATE TEMP TABLE accepted AS
                 SELECT * EXCLUDE (source_row), now() AS ingested_at
                 FROM new_rows ANTI JOIN clashes USING (source_file, source_row)""")
+            con.execute("INSERT INTO scada BY NAME SELECT * FROM accepted")
+            con.execute("INSERT INTO scoring_queue SELECT turbine_id, ts FROM accepted")
             con.execute("""
                 INSERT INTO scada_quarantine BY NAME
                 SELECT q.*, now() AS quarantined_at
@@ -257,12 +352,14 @@ class ScadaTableDataset(_WarehouseDataset):
 
 
 class AlertsDataset(_WarehouseDataset):
-    """The `alerts` table. `load()` returns it. `save(update)` stores an `AlertUpdate`
-    in one transaction: the episodes starting at or after `update.since` are replaced
-    by the recomputed ones, keyed by (turbine_id, kind, start_ts): a known episode
-    keeps its `opened_at` (and its `updated_at` unless it changed), a new one is
-    stamped now; earlier episodes stay as they are; `alert_detection` records
-    `update.scored_through`. `save(Skipped(reason))` changes nothing.
+    """The `alerts` table. `load()` returns it. `save(updates)` stores a list of
+    `AlertUpdate` (one per farm) in one transaction; `values.Partitions` of them one
+    transaction per partition (`save_partitions`). For each farm, the episodes of its
+    turbines starting at or after `update.since` are replaced by the recomputed ones,
+    keyed by (turbine_id, kind, start_ts): a known episode keeps its `opened_at` (and
+    its `updated_at` unless it changed), a new one is stamped now; earlier episodes stay
+    as they are; `detector_days` takes the update's day sums and `alert_detection` the
+    farm's `scored_through`.
 
     Example (`conf/base/catalog.yml`)::
 
@@ -277,19 +374,32 @@ class AlertsDataset(_WarehouseDataset):
         with self._connect() as con:
             return con.sql("SELECT * FROM alerts ORDER BY start_ts, turbine_id, kind").df()
 
-    def save(self, update: AlertUpdate | Skipped) -> None:
-        if isinstance(update, Skipped):
-            logger.info("Alerts left as they are: %s.", update.reason)
-            return
+    def save(self, data: list[AlertUpdate] | Partitions) -> None:
+        save_partitions(data, self._store)
+
+    def _store(self, updates: list[AlertUpdate]) -> dict[str, Any]:
+        if not updates:
+            return {"farms": 0, "episodes": 0, "new": 0, "open": 0}
+        farms = pd.DataFrame({"farm_id": [u.farm_id for u in updates], "since": [u.since for u in updates],
+                              "scored_through": [u.scored_through for u in updates]})
+        episodes = pd.concat([u.episodes for u in updates], ignore_index=True)
+        days = pd.concat([u.days for u in updates], ignore_index=True)
         key = ", ".join(self._KEY)
         with self._connect() as con:
             con.begin()
-            con.register("episodes", update.episodes)
-            opened = con.sql(f"SELECT turbine_id, kind, start_ts FROM episodes ANTI JOIN alerts USING ({key})"
-                             ).fetchall()
-            con.execute("CREATE TEMP TABLE stored AS SELECT * FROM alerts WHERE start_ts >= $since",
-                        {"since": update.since})
-            con.execute("DELETE FROM alerts WHERE start_ts >= $since", {"since": update.since})
+            con.register("updated_farms", farms)
+            con.register("episodes", episodes)
+            con.register("days", days)
+            opened = con.execute(f"SELECT count(*) FROM episodes ANTI JOIN alerts USING ({key})"
+                                 ).fetchone()[0]
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE stored AS
+                SELECT a.* FROM alerts a JOIN turbines t USING (turbine_id)
+                JOIN updated_farms u ON u.farm_id = t.farm_id
+                WHERE a.start_ts >= u.since""")
+            con.execute("""
+                DELETE FROM alerts a USING stored s
+                WHERE a.turbine_id = s.turbine_id AND a.kind = s.kind AND a.start_ts = s.start_ts""")
             con.execute(f"""
                 INSERT INTO alerts BY NAME
                 SELECT e.*, coalesce(s.opened_at, now()) AS opened_at,
@@ -297,11 +407,14 @@ class AlertsDataset(_WarehouseDataset):
                             THEN s.updated_at ELSE now() END AS updated_at
                 FROM episodes e LEFT JOIN stored s USING ({key})""")
             con.execute("DROP TABLE stored")
-            con.execute("DELETE FROM alert_detection")
-            con.execute("INSERT INTO alert_detection (scored_through) VALUES ($at)",
-                        {"at": update.scored_through})
+            con.execute("INSERT OR REPLACE INTO detector_days BY NAME SELECT * FROM days")
+            con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
+            con.execute("INSERT INTO alert_detection BY NAME "
+                        "SELECT farm_id, scored_through FROM updated_farms")
             con.commit()
-        open_now = update.episodes[update.episodes["end_ts"].isna()]
-        open_keys = set(open_now[list(self._KEY)].itertuples(index=False, name=None))
-        logger.info("Alerts since %s: %d episodes, %d of them new (%d of those still open).", update.since,
-                    len(update.episodes), len(opened), sum(tuple(key) in open_keys for key in opened))
+        saved = {"farms": len(updates), "episodes": len(episodes), "new": opened,
+                 "open": int(episodes["end_ts"].isna().sum())}
+        logger.info("Alerts of %s: %d episodes recomputed, %d of them new; %d open.",
+                    updates[0].farm_id if len(updates) == 1 else f"{len(updates)} farms", saved["episodes"],
+                    saved["new"], saved["open"])
+        return saved

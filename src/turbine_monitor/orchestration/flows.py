@@ -33,8 +33,9 @@ import psutil
 from kedro.framework.hooks import hook_impl
 from kedro.framework.session import KedroSession
 from kedro.io import CatalogProtocol
-from prefect import flow, get_client, get_run_logger, runtime
+from prefect import flow, get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, Flow, FlowRun
 from prefect.events import emit_event
@@ -45,7 +46,7 @@ from prefect.states import Completed, State
 from turbine_monitor.hooks import RELEASE
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
 from turbine_monitor.project import PROJECT_ROOT, kedro_session, load_config
-from turbine_monitor.values import ModelRelease, Skipped
+from turbine_monitor.values import FarmFailures, ModelRelease, Partitions, Skipped
 
 # isort: split
 # Imported now rather than when the session opens: a worker starts a flow run's process
@@ -138,6 +139,7 @@ class FlowRunHooks:
         self.rows_saved: dict[str, int] = {}
         self.catalog: CatalogProtocol | None = None
         self.outputs: dict[str, Any] = {}  # the pipeline's output datasets, once it has run
+        self.farm_failures: dict[str, Exception] = {}  # farms whose work failed (the others' was saved)
 
     @hook_impl
     def after_catalog_created(self, catalog: CatalogProtocol) -> None:
@@ -161,6 +163,8 @@ class FlowRunHooks:
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
         if isinstance(data, pd.DataFrame):
             self.rows_saved[dataset_name] = len(data)
+        elif isinstance(data, Partitions):
+            self.rows_saved[dataset_name] = sum(saved.get("rows", 0) for saved in data.saved)
 
 
 def end_abandoned_mlflow_runs(experiment_id: str) -> list[str]:
@@ -240,57 +244,96 @@ def skip_if_stale(config: dict[str, Any], deployment: str) -> State | None:
     return Completed(message=message)
 
 
-def run_pipeline(pipeline: str, env: str, runtime_params: dict | None,
+def run_pipeline(deployment: str, pipeline: str, env: str, runtime_params: dict | None,
                  conf_source: str | None) -> FlowRunHooks | State:
-    """Run the Kedro pipeline of deployment `pipeline` in this flow run and return what
-    the flow-run hooks gathered, or, if the run started too late, the Completed
-    "Skipped" state for the flow to return."""
+    """Run the Kedro `pipeline` in this flow run of `deployment` and return what the
+    flow-run hooks gathered (farms whose work failed in `farm_failures`: the other farms'
+    work was saved), or, if the run started too late, the Completed "Skipped" state for
+    the flow to return."""
     timings = RunTimings()
     config = prefect_config(conf_source, env)
-    if skipped := skip_if_stale(config, pipeline):
+    if skipped := skip_if_stale(config, deployment):
         return skipped
     hooks = FlowRunHooks(runtime.flow_run.id, timings)
+    runner = PrefectTaskRunner(config["tasks"], config["fleet"]["partition_parallelism"])
     with flow_run_session(env, runtime_params, conf_source, hooks) as session:
-        hooks.outputs = session.run(pipeline_names=[pipeline], runner=PrefectTaskRunner(config["tasks"]))
+        try:
+            hooks.outputs = session.run(pipeline_names=[pipeline], runner=runner)
+        except FarmFailures as failures:
+            hooks.farm_failures = failures.failures
     return hooks
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def train_farm(farm: str, env: str, runtime_params: dict | None, conf_source: str | None,
+               flow_run_id: str) -> dict[str, Any]:
+    """Train farm `farm`: the training pipeline in a Kedro session of its own (one MLflow
+    run, tagged with the flow run). Returns the farm's row of the `training-summary`
+    artifact."""
+    hooks = FlowRunHooks(flow_run_id, RunTimings())
+    with flow_run_session(env, {**(runtime_params or {}), "farm": farm}, conf_source, hooks) as session:
+        outputs = session.run(pipeline_names=["training"])
+    return training_summary_row(farm, outputs[RELEASE].load(), hooks.mlflow_run_id)
+
+
+def train_farms(farms: list[str], **arguments: Any) -> dict[str, dict[str, Any] | Exception]:
+    """Each farm's `train_farm` task run, one after the other in this flow run's process
+    (one Kedro session at a time: kedro-mlflow's hook is one object per process). A
+    farm's row, or why it failed, by farm."""
+    results: dict[str, dict[str, Any] | Exception] = {}
+    for farm in farms:
+        try:
+            results[farm] = train_farm.with_options(task_run_name=f"train {farm}")(farm=farm, **arguments)
+        except Exception as error:  # noqa: BLE001 - one farm's failure must not stop the others
+            results[farm] = error
+    return results
 
 
 @flow(name="turbine-monitor-training", on_crashed=[end_mlflow_run_of], on_cancellation=[end_mlflow_run_of])
 def training_flow(env: str = "local", runtime_params: dict | None = None,
                   conf_source: str | None = None) -> State | None:
-    """Run the training pipeline; publish the holdout metrics, the promotion decision
-    and the MLflow run id as the `training-summary` table artifact."""
-    run = run_pipeline("training", env, runtime_params, conf_source)
+    """A training round: the farms whose retraining gate is open (the `training_plan`
+    pipeline; `runtime_params={"farm": ...}` trains that farm alone), each trained in a
+    task run of its own (`train_farms`); publish one row per farm as the
+    `training-summary` table artifact. Fails naming the farms whose training failed,
+    after the others finished."""
+    run = run_pipeline("training", "training_plan", env, runtime_params, conf_source)
     if isinstance(run, State):
         return run
-    if run.mlflow_run_id is None:
-        get_run_logger().warning("Training is not tracked in MLflow (mlflow.yml): no summary.")
-    else:
-        publish_training_summary(run.outputs[RELEASE].load(), run.mlflow_run_id)
+    farm = (runtime_params or {}).get("farm")
+    farms = [farm] if farm else run.outputs["farms_to_train"].load()
+    results = train_farms(farms, env=env, runtime_params=runtime_params, conf_source=conf_source,
+                          flow_run_id=str(runtime.flow_run.id))
+    failures = {farm: result for farm, result in results.items() if isinstance(result, Exception)}
+    publish_training_summary([result if farm not in failures else
+                              {"farm": farm, "decision": f"failed: {type(result).__name__}: {result}"}
+                              for farm, result in results.items()])
     run.timings.log()
+    if failures:
+        raise FarmFailures(failures)
     return None
 
 
-def publish_training_summary(release: ModelRelease | Skipped, mlflow_run_id: str) -> None:
-    """The `training-summary` table artifact: the decision and both holdout MAEs (from
-    the release the pipeline decided), the version registered, the MLflow run and its
-    holdout metrics."""
+def training_summary_row(farm: str, release: ModelRelease | Skipped,
+                         mlflow_run_id: str | None) -> dict[str, Any]:
+    """One farm's row of the `training-summary` artifact: the decision, both holdout
+    MAEs, the version registered and the MLflow run."""
+    row: dict[str, Any] = {"farm": farm, "mlflow_run_id": mlflow_run_id}
+    if isinstance(release, Skipped):
+        return {**row, "decision": f"skipped: {release.reason}"}
     from mlflow import MlflowClient
 
-    client = MlflowClient()
-    decision = release.decision if isinstance(release, ModelRelease) else f"skipped: {release.reason}"
-    versions = client.search_model_versions(f"run_id = '{mlflow_run_id}'")
-    rows = [{"name": "promotion_decision", "value": decision},
-            {"name": "model_version", "value": ", ".join(str(v.version) for v in versions)},
-            {"name": "mlflow_run_id", "value": mlflow_run_id}]
-    if isinstance(release, ModelRelease):
-        rows += [{"name": "challenger_holdout_mae_kw", "value": release.challenger_mae_kw},
-                 {"name": "champion_holdout_mae_kw", "value": release.champion_mae_kw}]
-    metrics = client.get_run(mlflow_run_id).data.metrics
-    rows += [{"name": name, "value": value} for name, value in sorted(metrics.items())
-             if name.startswith("holdout.")]
-    create_table_artifact(rows, key="training-summary", description=(
-        f"Training: **{decision}**; MLflow run `{mlflow_run_id}`."))
+    versions = MlflowClient().search_model_versions(f"run_id = '{mlflow_run_id}'") if mlflow_run_id else []
+    return {**row, "decision": release.decision, "model_version": ", ".join(str(v.version) for v in versions),
+            "challenger_holdout_mae_kw": release.challenger_mae_kw,
+            "champion_holdout_mae_kw": release.champion_mae_kw}
+
+
+def publish_training_summary(rows: list[dict[str, Any]]) -> None:
+    """The `training-summary` table artifact: one row per farm trained this round."""
+    decisions = ", ".join(f"{row['farm']}: {row['decision']}" for row in rows) or "no farm due"
+    create_table_artifact(rows or [{"farm": None, "decision": "no farm due for training"}],
+                          key="training-summary", description=f"Training round: {decisions}.")
 
 
 @flow(name="turbine-monitor-inference")
@@ -298,8 +341,10 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
                    conf_source: str | None = None) -> State | None:
     """Run the inference pipeline (ingest, score, update alerts); emit a
     `turbine-monitor.alert.opened` event per newly opened alert and publish the rows
-    scored and the open alerts as the `inference-summary` markdown artifact."""
-    run = run_pipeline("inference", env, runtime_params, conf_source)
+    scored, the farms that failed and the open alerts as the `inference-summary`
+    markdown artifact. Fails naming the farms whose work failed (the others' was
+    saved)."""
+    run = run_pipeline("inference", "inference", env, runtime_params, conf_source)
     if isinstance(run, State):
         return run
     # The warehouse stamps an alert's `opened_at` when it first stores it: the alerts this
@@ -310,22 +355,33 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
         emit_event(event="turbine-monitor.alert.opened",
                    resource={"prefect.resource.id": f"turbine-monitor.turbine.{alert['turbine_id']}"},
                    payload=alert)
-    publish_inference_summary(run.rows_saved.get("predictions@table", 0), alerts, len(opened))
+    publish_inference_summary(run.rows_saved.get("predictions@table", 0), alerts, len(opened),
+                              run.farm_failures)
     run.timings.log()
+    if run.farm_failures:
+        raise FarmFailures(run.farm_failures)
     return None
 
 
-def publish_inference_summary(rows_scored: int, alerts: pd.DataFrame, newly_opened: int) -> None:
-    """The `inference-summary` markdown artifact: rows scored and a table of the open alerts."""
+def publish_inference_summary(rows_scored: int, alerts: pd.DataFrame, newly_opened: int,
+                              farm_failures: dict[str, Exception]) -> None:
+    """The `inference-summary` markdown artifact: rows scored, the farms whose work
+    failed and a table of the open alerts."""
     open_alerts = alerts[alerts["end_ts"].isna()].sort_values("start_ts")
     lines = [f"Rows scored: **{rows_scored}**. Open alerts: **{len(open_alerts)}** "
              f"({newly_opened} newly opened).", ""]
+    if farm_failures:
+        lines += [f"Farms that failed (their work waits for the next run): **{len(farm_failures)}**", ""]
+        lines += [f"- `{farm}`: {type(error).__name__}: {error}" for farm, error in farm_failures.items()]
+        lines += [""]
     if len(open_alerts):
         lines += ["| turbine | kind | since (UTC) | records | energy lost (kWh) |", "|---|---|---|---|---|"]
         lines += [f"| {a.turbine_id} | {a.kind} | {a.start_ts:%Y-%m-%d %H:%M} | {a.records} | "
                   f"{a.energy_lost_kwh:,.0f} |" for a in open_alerts.itertuples()]
+    failed = f"; farms failed: {', '.join(farm_failures)}" if farm_failures else ""
     create_markdown_artifact("\n".join(lines), key="inference-summary",
-                             description=f"Rows scored: {rows_scored}; open alerts: {len(open_alerts)}.")
+                             description=f"Rows scored: {rows_scored}; open alerts: {len(open_alerts)}"
+                                         f"{failed}.")
 
 
 def concurrency_limit(spec: dict[str, Any]) -> ConcurrencyLimitConfig:

@@ -18,12 +18,58 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 
+from turbine_monitor.values import Partitions
+
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def run_node(node: Node, catalog: CatalogProtocol, hook_manager: PluginManager, run_id: str | None) -> None:
+def run_node(node: Node, catalog: CatalogProtocol, hook_manager: PluginManager, run_id: str | None,
+             partition_parallelism: int) -> None:
     """Run one Kedro node the way Kedro's own runners do: load its inputs, call it, save
-    its outputs, with the node and dataset hooks (kedro-mlflow's among them) firing."""
-    Task(node=node, catalog=catalog, is_async=False, hook_manager=hook_manager, run_id=run_id).execute()
+    its outputs, with the node and dataset hooks (kedro-mlflow's among them) firing. An
+    output of `values.Partitions` is saved one task run per partition."""
+    partitioned = PartitionTaskRuns(catalog, node.name, partition_parallelism)
+    Task(node=node, catalog=partitioned, is_async=False, hook_manager=hook_manager, run_id=run_id).execute()
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def save_partition(catalog: CatalogProtocol, name: str, partitions: Partitions) -> list[dict[str, Any]]:
+    """Produce and save one partition of a node's output; returns what was saved."""
+    catalog.save(name, partitions)
+    return partitions.saved
+
+
+class PartitionTaskRuns:
+    """The catalog as a node's task run uses it: `values.Partitions` are saved one
+    `save_partition` task run per partition (named `<node> [<partition>]`), at most
+    `parallelism` at once. Everything else is the catalog's."""
+
+    def __init__(self, catalog: CatalogProtocol, node_name: str, parallelism: int):
+        self._catalog, self._node_name, self._parallelism = catalog, node_name, max(1, parallelism)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._catalog, name)
+
+    def save(self, name: str, data: Any) -> None:
+        if not isinstance(data, Partitions):
+            self._catalog.save(name, data)
+            return
+        pending, running, errors = list(data.values()), 0, []
+        finished: queue.Queue[PrefectFuture] = queue.Queue()
+        while pending or running:
+            while pending and running < self._parallelism:
+                partition = pending.pop(0)
+                task_run = save_partition.with_options(task_run_name=f"{self._node_name} [{partition.name}]")
+                future = task_run.submit(self._catalog, name, Partitions({partition.name: partition}))
+                future.add_done_callback(finished.put)
+                running += 1
+            done = finished.get()
+            running -= 1
+            try:
+                data.saved.extend(done.result())
+            except Exception as error:  # noqa: BLE001 - the other partitions' saves go on first
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
 
 class PrefectTaskRunner(AbstractRunner):
@@ -40,11 +86,12 @@ class PrefectTaskRunner(AbstractRunner):
     under `by_tag`; the keys are `prefect.Task.with_options` arguments.
     """
 
-    def __init__(self, tasks: dict[str, Any] | None = None):
+    def __init__(self, tasks: dict[str, Any] | None = None, partition_parallelism: int = 1):
         # Data is loaded and saved in the node's own thread: kedro-mlflow's datasets
         # need the MLflow run that its hook reopens in that thread.
         super().__init__(is_async=False)
         self._tasks = tasks or {}
+        self._partition_parallelism = partition_parallelism
 
     def task_options(self, node: Node) -> dict[str, Any]:
         """The Prefect task options for `node`: defaults, then its tags' overrides."""
@@ -74,7 +121,7 @@ class PrefectTaskRunner(AbstractRunner):
             for node in [n for n in todo if dependencies[n] <= done]:
                 todo.remove(node)
                 future = run_node.with_options(**self.task_options(node)).submit(
-                    node, catalog, hook_manager, run_id)
+                    node, catalog, hook_manager, run_id, self._partition_parallelism)
                 running[future] = node
                 future.add_done_callback(finished.put)
             future = finished.get()

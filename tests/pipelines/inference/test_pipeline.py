@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import FAST_TRAINING, HEADER, PROJECT_ROOT, write_export_slice
+from tests.conftest import FAST_TRAINING, HEADER, PROJECT_ROOT, landing_only_workspace, write_export_slice
 from turbine_monitor.project import load_config
 from turbine_monitor.sandbox import Sandbox
+from turbine_monitor.values import FarmFailures
+
+MODEL = "turbine-power-nbm-la-haute-borne"  # the bundled farm's model
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +28,7 @@ def registry(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        raw = root / "raw"
-        raw.mkdir()
-        (raw / "la-haute-borne-asset-table.csv").write_bytes(
-            (PROJECT_ROOT / "data/01_raw/la-haute-borne-asset-table.csv").read_bytes())
-        trainer = Sandbox.create(root / "trainer", raw_dir=raw)
+        trainer = landing_only_workspace(root / "trainer")
         write_export_slice(trainer.landing / "jan.csv", "2014-01-01", "2014-02-01")
         trainer.run("__default__", FAST_TRAINING)
         yield uri
@@ -71,10 +70,10 @@ def test_predictions_are_the_champion_model_outputs(ws, registry):
     ws.run("inference")
     write_export_slice(ws.landing / "b.csv", "2014-02-02", "2014-02-02 01:00")
     ws.run("inference")
-    version = MlflowClient(registry).get_model_version_by_alias("turbine-power-nbm", "champion").version
+    version = MlflowClient(registry).get_model_version_by_alias(MODEL, "champion").version
     assert ws.sql("SELECT DISTINCT model_version FROM predictions") == [(str(version),)]
     mlflow.set_tracking_uri(registry)
-    model = mlflow.pyfunc.load_model("models:/turbine-power-nbm@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     con_rows = ws.sql("SELECT turbine_id, ts, wind_speed_ms, wind_direction_deg, outdoor_temp_c "
                       "FROM scada ORDER BY turbine_id, ts")
     import pandas as pd
@@ -88,8 +87,11 @@ def test_predictions_are_the_champion_model_outputs(ws, registry):
 
 def test_scoring_with_less_history_than_the_champion_reads_fails_clearly(ws):
     write_export_slice(ws.landing / "a.csv", "2014-02-01", "2014-02-02")
-    with pytest.raises(ValueError, match="raise model.scoring_history_hours"):
+    expected = "farm 'la-haute-borne'.*raise model.scoring_history_hours"
+    with pytest.raises(FarmFailures, match=expected) as error:
         ws.run("inference", {"inference": {"scoring": {"history_hours": 1}}})
+    assert list(error.value.failures) == ["la-haute-borne"]
+    assert ws.scalar("SELECT count(*) FROM predictions") == 0
 
 
 def test_unscorable_rows_get_a_reason_and_are_not_retried(ws, write_landing):
@@ -191,9 +193,10 @@ def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, r
 
     from turbine_monitor.detection import detect_alerts
 
-    settings = ws.globals() | {"alerts": {"recompute_days": 1, "lookback_days": 6}}
+    settings = ws.globals() | {"alerts": {"recompute_days": 1, "lookback_days": 6,
+                                          "window_evidence_records": 300, "baseline_days": 3}}
     (ws.conf / "local" / "globals.yml").write_text(yaml.safe_dump(settings))
-    short = {"inference": {"alerts": {"baseline_days": 3, "baseline_min_days": 2, "lookback_days": 6}}}
+    short = {"inference": {"alerts": {"baseline_min_days": 2}}}
     days = pd.date_range("2014-02-01", "2014-03-01", freq="2D", tz="UTC")
     for start, end in zip(days[:-1], days[1:], strict=True):
         path = ws.landing / f"{start:%Y%m%d}.csv"
@@ -206,7 +209,7 @@ def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, r
         ws.run("inference", short)
 
     mlflow.set_tracking_uri(registry)
-    calibration = mlflow.pyfunc.load_model("models:/turbine-power-nbm@champion").unwrap_python_model(
+    calibration = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model(
     ).power_model.calibration
     params = load_config("parameters", ws.conf)["inference"]["alerts"]
     predictions = pd.DataFrame(ws.sql("SELECT turbine_id, ts, power_kw, wind_speed_ms, expected_power_kw "

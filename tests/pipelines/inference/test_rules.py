@@ -1,5 +1,6 @@
 """The rules deciding which warehouse rows an inference run reads, run on a real DuckDB
-warehouse holding hand-made rows: each row read is named by its turbine and stamp."""
+warehouse holding hand-made rows of two farms: each row read is named by its turbine and
+stamp."""
 
 from __future__ import annotations
 
@@ -12,78 +13,144 @@ import pytest
 
 from turbine_monitor.datasets import DuckDBQueryDataset
 from turbine_monitor.datasets.warehouse import connect
-from turbine_monitor.pipelines.inference.rules import predictions_to_detect, rows_to_score
+from turbine_monitor.pipelines.inference.rules import (
+    detection_inputs,
+    detection_work,
+    rows_to_score,
+    scoring_work,
+)
 
 T0 = pd.Timestamp("2015-03-01", tz="UTC")
+FARM_OF = {"A": "north", "B": "north", "C": "south"}
 
 
 def stamp(i: int) -> pd.Timestamp:
     return T0 + pd.Timedelta(minutes=10 * i)
 
 
+def scored_at(hour: int) -> pd.Timestamp:
+    return T0 + pd.Timedelta(days=1, hours=hour)
+
+
 @pytest.fixture
 def warehouse(tmp_path) -> Path:
-    """`scada` rows 0..11 of turbines A and B; A is scored through row 9, B through row 5."""
+    """`scada` rows 0..11 of turbines A and B (farm north) and C (farm south); A is
+    scored through row 9, B through row 5, C through row 7 (row i scored at hour i); the
+    others wait in `scoring_queue`."""
     path = tmp_path / "warehouse.duckdb"
     with connect(path, lock_timeout_s=5) as con:
-        for turbine, scored_through in (("A", 9), ("B", 5)):
+        for turbine, scored_through in (("A", 9), ("B", 5), ("C", 7)):
+            con.execute("INSERT INTO turbines (farm_id, turbine_id) VALUES ($f, $t)",
+                        {"f": FARM_OF[turbine], "t": turbine})
             for i in range(12):
                 con.execute("INSERT INTO scada (turbine_id, ts, wind_speed_ms, source_file, ingested_at) "
                             "VALUES ($t, $ts, 8.0, 'f.csv', now())", {"t": turbine, "ts": stamp(i)})
                 if i <= scored_through:
                     con.execute("INSERT INTO predictions (turbine_id, ts, model_version, scored_at) "
                                 "VALUES ($t, $ts, '1', $at)",
-                                {"t": turbine, "ts": stamp(i), "at": T0 + pd.Timedelta(days=1, hours=i)})
+                                {"t": turbine, "ts": stamp(i), "at": scored_at(i)})
+                else:
+                    con.execute("INSERT INTO scoring_queue VALUES ($t, $ts)", {"t": turbine, "ts": stamp(i)})
     return path
 
 
-def read(path: Path, rule: Callable, **args) -> pd.DataFrame:
+def read(path: Path, rule: Callable, **args) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """What the catalog dataset with the rule as its `query` loads."""
     return DuckDBQueryDataset(str(path), query=f"{rule.__module__}.{rule.__name__}", query_args=args).load()
+
+
+def execute(path: Path, sql: str, parameters: dict | None = None) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute(sql, parameters or {})
 
 
 def rows(frame: pd.DataFrame) -> set[tuple[str, int]]:
     return {(r.turbine_id, int((r.ts - T0) / pd.Timedelta(minutes=10))) for r in frame.itertuples()}
 
 
-def test_rows_to_score_are_the_unscored_ones_and_the_history_before_the_first(warehouse):
-    scoring = read(warehouse, rows_to_score, history_hours=0.5)  # 3 records before B's row 6
+def test_scoring_work_counts_each_farms_queued_rows(warehouse):
+    assert read(warehouse, scoring_work).values.tolist() == [["north", 2 + 6], ["south", 4]]
+
+
+def test_rows_to_score_are_the_farms_queued_rows_and_the_history_before_each_farms_first(warehouse):
+    scoring = read(warehouse, rows_to_score, farms=["north"], history_hours=0.5)  # 3 records before row 6
     assert rows(scoring) == {(t, i) for t in "AB" for i in range(3, 12)}
     assert rows(scoring[~scoring["scored"]]) == {("A", 10), ("A", 11), *(("B", i) for i in range(6, 12))}
-    assert list(scoring.columns[:2]) == ["turbine_id", "ts"]
+    assert set(scoring["farm_id"]) == {"north"}
     assert scoring.equals(scoring.sort_values(["turbine_id", "ts"]))
+
+    both = read(warehouse, rows_to_score, farms=["north", "south"], history_hours=0.5)
+    assert rows(both[both["farm_id"] == "south"]) == {("C", i) for i in range(5, 12)}  # south's own first
 
 
 def test_nothing_to_score_reads_nothing(warehouse):
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("INSERT INTO predictions (turbine_id, ts, model_version) "
-                    "SELECT turbine_id, ts, '1' FROM scada ON CONFLICT DO NOTHING")
-    assert read(warehouse, rows_to_score, history_hours=6).empty
+    execute(warehouse, "DELETE FROM scoring_queue")
+    assert read(warehouse, scoring_work).empty
+    assert read(warehouse, rows_to_score, farms=["north", "south"], history_hours=6).empty
 
 
-def test_detection_reads_from_the_first_prediction_scored_since_the_last_run(warehouse):
-    """No detection yet: every prediction is new, so it recomputes from the first one."""
-    window = read(warehouse, predictions_to_detect, recompute_days=0, lookback_days=0)
-    assert window["recompute_from"].iloc[0] == stamp(0) and len(window) == 10 + 6
-    assert window["scored_through"].iloc[0] == T0 + pd.Timedelta(days=1, hours=9)
-
-    with duckdb.connect(str(warehouse)) as con:  # a detection read through the predictions of hour 7
-        con.execute("INSERT INTO alert_detection (scored_through) VALUES ($at)",
-                    {"at": T0 + pd.Timedelta(days=1, hours=7)})
-    window = read(warehouse, predictions_to_detect, recompute_days=0, lookback_days=0)
-    assert window["recompute_from"].iloc[0] == stamp(8)  # A's rows 8 and 9 were scored after hour 7
-    assert rows(window) == {("A", 8), ("A", 9)}
-    window = read(warehouse, predictions_to_detect, recompute_days=0, lookback_days=1 / 144)  # 10 min
-    assert rows(window) == {("A", 7), ("A", 8), ("A", 9)}
+def detect(path: Path, farms: list[str], recompute_days: float = 0, lookback_days: float = 0,
+           evidence: int = 1000) -> pd.DataFrame:
+    return read(path, detection_inputs, farms=farms, recompute_days=recompute_days,
+                lookback_days=lookback_days, baseline_days=3, window_evidence_records=evidence)
 
 
-def test_detection_reaches_back_to_an_open_alert_and_recompute_days(warehouse):
-    with duckdb.connect(str(warehouse)) as con:
-        con.execute("INSERT INTO alert_detection (scored_through) VALUES ($at)",
-                    {"at": T0 + pd.Timedelta(days=9)})
-        con.execute("INSERT INTO alerts (turbine_id, kind, start_ts) VALUES ('B', 'stopped', $ts)",
-                    {"ts": stamp(4)})
-    assert read(warehouse, predictions_to_detect, recompute_days=0,
-                lookback_days=0)["recompute_from"].iloc[0] == stamp(4)
-    newest_minus_a_day = read(warehouse, predictions_to_detect, recompute_days=1, lookback_days=0)
+def test_detection_work_lists_the_farms_with_predictions_scored_since_their_last_detection(warehouse):
+    assert read(warehouse, detection_work, window_evidence_records=100).values.tolist() == [
+        ["north", 10 + 6 + 2 * 100], ["south", 8 + 100]]
+    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('south', $at)",
+            {"at": scored_at(7)})
+    assert read(warehouse, detection_work, window_evidence_records=100)["farm_id"].tolist() == ["north"]
+
+
+def test_detection_reads_each_farm_from_its_first_prediction_scored_since_its_last_run(warehouse):
+    """No detection yet: every prediction is new, so each farm recomputes from its first."""
+    window = detect(warehouse, ["north", "south"])["predictions"]
+    assert rows(window) == {*(("A", i) for i in range(10)), *(("B", i) for i in range(6)),
+                            *(("C", i) for i in range(8))}
+    assert (window["recompute_from"] == stamp(0)).all()
+    assert window.groupby("farm_id")["scored_through"].first().to_dict() == {
+        "north": scored_at(9), "south": scored_at(7)}
+
+    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
+            {"at": scored_at(7)})  # north's detection read through the predictions of hour 7
+    window = detect(warehouse, ["north", "south"])["predictions"]
+    north = window[window["farm_id"] == "north"]
+    assert (north["recompute_from"] == stamp(8)).all()  # A's rows 8 and 9 were scored after hour 7
+    assert rows(north) == {("A", 8), ("A", 9)}
+    assert rows(window[window["farm_id"] == "south"]) == {("C", i) for i in range(8)}  # south: untouched
+    assert rows(detect(warehouse, ["north"], lookback_days=1 / 144)["predictions"]) == {  # 10 min before
+        ("A", 7), ("A", 8), ("A", 9)}
+
+
+def test_detection_reaches_back_to_an_open_alert_of_the_farm_and_recompute_days(warehouse):
+    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at), "
+            "('south', $at)", {"at": T0 + pd.Timedelta(days=9)})
+    execute(warehouse, "INSERT INTO alerts (turbine_id, kind, start_ts) VALUES ('B', 'stopped', $ts)",
+            {"ts": stamp(4)})
+    window = detect(warehouse, ["north", "south"])["predictions"]
+    assert window.groupby("farm_id")["recompute_from"].first().to_dict() == {
+        "north": stamp(4), "south": stamp(7)}  # south: its newest prediction, recompute_days 0
+    newest_minus_a_day = detect(warehouse, ["north"], recompute_days=1)["predictions"]
     assert newest_minus_a_day["recompute_from"].iloc[0] == stamp(9) - pd.Timedelta(days=1)
+
+
+def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
+    """With day sums kept for days before `recompute_from` holding enough evidence for
+    every turbine of the farm, the records read start at that day, not lookback_days
+    back; the day sums come with them."""
+    late = pd.Timestamp("2015-03-10", tz="UTC")
+    for turbine in "AB":
+        execute(warehouse, "INSERT INTO predictions (turbine_id, ts, model_version, scored_at) "
+                "VALUES ($t, $ts, '1', $at)", {"t": turbine, "ts": late, "at": scored_at(20)})
+        for day in range(1, 10):
+            execute(warehouse, "INSERT INTO detector_days VALUES ($t, $d, 60, 0, 0, 0, 0, 0)",
+                    {"t": turbine, "d": pd.Timestamp(f"2015-03-{day:02d}").date()})
+    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
+            {"at": scored_at(19)})
+    inputs = detect(warehouse, ["north"], lookback_days=30, evidence=100)  # 2 days of 60 evidence records
+    assert inputs["predictions"]["recompute_from"].iloc[0] == late
+    late_stamp = int((late - T0) / pd.Timedelta(minutes=10))
+    assert rows(inputs["predictions"]) == {("A", late_stamp), ("B", late_stamp)}  # not those of 2015-03-01
+    days = pd.to_datetime(inputs["known_days"]["day"])
+    assert days.min() == pd.Timestamp("2015-03-05") and days.max() == pd.Timestamp("2015-03-09")  # 3 before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import PARAMETERS, RAW_DIR
+from tests.conftest import FARMS, LHB, PARAMETERS
 from turbine_monitor.pipelines.ingestion.nodes import (
     assemble_ingestion_batch,
     check_source_files,
@@ -14,8 +14,7 @@ from turbine_monitor.pipelines.ingestion.nodes import (
 )
 
 PARAMS = PARAMETERS["ingestion"]
-ASSETS = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
-EXPORT_COLUMNS = list(PARAMS["columns"])
+EXPORT = LHB.export_format
 GOOD = {
     "Wind_turbine_name": "R80711", "Date_time": "2015-06-01T12:00:00+02:00", "Ba_avg": "-1.0",
     "P_avg": "812.5", "Ws_avg": "8.1", "Va_avg": "1.2", "Ot_avg": "17.3", "Ya_avg": "201.0",
@@ -27,16 +26,17 @@ def manifest_for(raw: pd.DataFrame) -> pd.DataFrame:
     files = raw.groupby("source_file", sort=False).size()
     return check_source_files(pd.DataFrame({
         "source_file": files.index, "checksum": files.index, "size_bytes": 1, "modified_ns": 0,
+        "metadata": [{}] * len(files),
         "columns": [tuple(c for c in raw.columns if c not in ("source_file", "source_row"))] * len(files),
-        "records": files.to_numpy(), "read_error": None,
-    }), PARAMS)
+        "records": files.to_numpy(), "read_error": None, "farm_id": LHB.farm_id,
+    }), EXPORT)
 
 
 def validate(*overrides: dict) -> pd.DataFrame:
     raw = pd.DataFrame([{**GOOD, **o} for o in overrides], dtype="str")
     raw["source_file"] = "f.csv"
     raw["source_row"] = range(len(raw))
-    return validate_records(raw, manifest_for(raw), ASSETS, PARAMS)
+    return validate_records(raw, manifest_for(raw), EXPORT, FARMS, PARAMS)
 
 
 def test_valid_record_is_parsed_to_warehouse_columns_in_utc():
@@ -74,7 +74,7 @@ def test_missing_single_measurement_is_accepted():
 
 
 def test_power_limit_follows_rated_power_from_asset_table():
-    rated = ASSETS.set_index("Wind_turbine_name")["Rated_power"]["R80711"]
+    rated = LHB.assets.set_index("Wind_turbine_name")["Rated_power"]["R80711"]
     limit = rated * PARAMS["max_power_fraction_of_rated"]
     rows = validate({"P_avg": str(limit - 1)}, {"P_avg": str(limit + 1),
                                                 "Date_time": "2015-06-01T12:10:00+02:00"})
@@ -88,7 +88,7 @@ def test_file_lacking_a_column_is_rejected_whole():
     checked = manifest_for(raw)
     assert checked["status"].tolist() == ["rejected"]
     assert "Ot_avg" in checked["reason"].iloc[0]
-    records = validate_records(raw, checked, ASSETS, PARAMS)
+    records = validate_records(raw, checked, EXPORT, FARMS, PARAMS)
     assert records["reason"].eq("schema_mismatch").all()
 
 
@@ -105,7 +105,7 @@ def test_batch_accounting_adds_up_per_file():
     raw = pd.DataFrame([GOOD, GOOD, {**GOOD, "Ws_avg": "-3"}, {**GOOD, "P_avg": "1.0"}], dtype="str")
     raw["source_file"], raw["source_row"] = "f.csv", range(4)
     checked = manifest_for(raw)
-    records = resolve_batch_duplicates(validate_records(raw, checked, ASSETS, PARAMS))
+    records = resolve_batch_duplicates(validate_records(raw, checked, EXPORT, FARMS, PARAMS))
     batch = assemble_ingestion_batch(records, raw, checked)
     f = batch["files"].iloc[0]
     assert (f["rows_read"], f["rows_accepted"], f["rows_duplicate"], f["rows_quarantined"]) == (4, 1, 1, 2)

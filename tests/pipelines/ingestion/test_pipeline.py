@@ -79,7 +79,8 @@ def test_a_file_rewritten_in_place_is_read_again(workspace, write_landing):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
     workspace.run()
     assert workspace.sql("SELECT source_file, rows_read, rows_accepted, rows_duplicate FROM ingested_files "
-                         "ORDER BY ingested_at") == [("a.csv", 1, 1, 0), ("a.csv", 2, 1, 1)]
+                         "ORDER BY ingested_at") == [
+        ("la-haute-borne/a.csv", 1, 1, 0), ("la-haute-borne/a.csv", 2, 1, 1)]
     assert workspace.scalar("SELECT count(*) FROM scada") == 2
     assert accounting_holds(workspace)
 
@@ -94,7 +95,7 @@ def test_redelivered_rows_are_noops_and_conflicts_are_quarantined(workspace, wri
     assert workspace.scalar("SELECT count(*) FROM scada") == 4
     assert workspace.scalar("SELECT power_kw FROM scada WHERE ts = '2015-06-01 10:10:00+00'") == 812.5
     assert workspace.sql("SELECT rows_read, rows_accepted, rows_duplicate, rows_quarantined "
-                         "FROM ingested_files WHERE source_file = 'b.csv'") == [(3, 1, 1, 1)]
+                         "FROM ingested_files WHERE source_file = 'la-haute-borne/b.csv'") == [(3, 1, 1, 1)]
     assert workspace.sql("SELECT reason, raw_record->>'power_kw' FROM scada_quarantine") == [
         ("duplicate_conflict", "999.0")]
     assert accounting_holds(workspace)
@@ -121,10 +122,10 @@ def test_bad_files_are_recorded_not_crashing_and_the_run_goes_on(
     (workspace.landing / name).write_bytes(content.encode("utf-8", "surrogateescape"))
     write_landing("z-good.csv", HEADER + row())
     workspace.run()
-    assert workspace.sql(f"SELECT status, rows_read FROM ingested_files WHERE source_file = '{name}'"
-                         ) == [(status, read)]
+    assert workspace.sql("SELECT status, rows_read FROM ingested_files WHERE source_file = "
+                         f"'la-haute-borne/{name}'") == [(status, read)]
     assert reason_part in workspace.scalar(
-        f"SELECT reason FROM ingested_files WHERE source_file = '{name}'")
+        f"SELECT reason FROM ingested_files WHERE source_file = 'la-haute-borne/{name}'")
     assert workspace.scalar("SELECT count(*) FROM scada") == 1
     assert workspace.scalar("SELECT count(*) FROM scada_quarantine") == read
     assert accounting_holds(workspace)

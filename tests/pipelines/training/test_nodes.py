@@ -1,5 +1,6 @@
-"""Unit tests of the training nodes and the model: filters, features, IEC baseline,
-the time split, the retraining gate and the promotion rule."""
+"""Unit tests of the training nodes and the model: filters, features (for farms of any
+size, several at once), IEC baseline, the time split, the retraining gate and the
+promotion rule."""
 
 from __future__ import annotations
 
@@ -7,21 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import PARAMETERS, RAW_DIR
-from turbine_monitor.nbm import IecPowerCurve, make_features
+from tests.conftest import LHB, PARAMETERS
+from turbine_monitor.nbm import IecPowerCurve, make_features, nearest_turbines
 from turbine_monitor.pipelines.training.nodes import (
     decide_promotion,
     fit_power_model,
     flag_normal_operation,
+    plan_training,
     predict_holdout,
     select_training_window,
     split_by_time,
 )
-from turbine_monitor.values import RegisteredModel, Skipped
+from turbine_monitor.values import FarmModels, Partitions, RegisteredModel, Skipped
 
 PARAMS = PARAMETERS["training"]
-ASSETS = pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")
-TURBINES = sorted(ASSETS["Wind_turbine_name"])
+TURBINES = LHB.turbines
+NEAREST = nearest_turbines(LHB.assets)
 RULES = PARAMS["normal_operation"]
 
 
@@ -40,8 +42,18 @@ def scada(days: float = 3, seed: int = 0, turbines=TURBINES) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def history(rows: pd.DataFrame) -> Partitions:
+    """`rows` as the farm's partition of `scada@history`."""
+    return Partitions.of([(LHB.farm_id,)], lambda farms: rows)
+
+
+def champions(model=None, version: str = "1") -> FarmModels:
+    """The registry's champions: `model` as La Haute Borne's, or none."""
+    return FarmModels({} if model is None else {LHB.farm_id: lambda: RegisteredModel(version, "run", model)})
+
+
 def exclusions(rows: pd.DataFrame) -> list:
-    flagged = flag_normal_operation(rows, ASSETS, PARAMS).sort_index()["exclusion"]
+    flagged = flag_normal_operation(rows, LHB, PARAMS).sort_index()["exclusion"]
     return [None if pd.isna(reason) else reason for reason in flagged]
 
 
@@ -76,22 +88,43 @@ def test_missing_signal_is_excluded():
 
 def test_features_only_look_back_never_forward():
     rows = scada(days=1)
-    before = make_features(rows, TURBINES, ["30min", "60min"])
+    before = make_features(rows, ["30min", "60min"], NEAREST)
     changed = rows.copy()
     later = changed["ts"] > changed["ts"].iloc[70]
     changed.loc[later, ["wind_speed_ms", "outdoor_temp_c", "wind_direction_deg"]] = 99.0
-    after = make_features(changed, TURBINES, ["30min", "60min"])
-    numeric = before.columns.drop("turbine")
-    pd.testing.assert_frame_equal(before.loc[~later, numeric], after.loc[~later, numeric])
+    after = make_features(changed, ["30min", "60min"], NEAREST)
+    pd.testing.assert_frame_equal(before.loc[~later], after.loc[~later])
 
 
 def test_farm_wind_speed_is_the_median_of_the_other_turbines():
     stamp = scada(days=0.01)
     stamp = stamp[stamp["ts"] == stamp["ts"].min()].copy()
     stamp["wind_speed_ms"] = [4.0, 6.0, 9.0, 20.0]
-    features = make_features(stamp, TURBINES, ["30min"])
+    features = make_features(stamp, ["30min"], NEAREST)
     assert features["farm_wind_speed"].tolist() == [9.0, 9.0, 6.0, 6.0]
     assert features["wind_speed_vs_farm"].tolist() == [-5.0, -3.0, 3.0, 14.0]
+    assert features["farm_wind_spread"].iloc[0] == pytest.approx(np.std([6.0, 9.0, 20.0], ddof=1))
+    nearest = stamp.set_index("turbine_id")["wind_speed_ms"].reindex(stamp["turbine_id"].map(NEAREST))
+    assert features["nearest_wind_speed"].tolist() == nearest.tolist()
+
+
+def test_a_farm_of_one_turbine_falls_back_to_its_own_signals():
+    rows = scada(days=1, turbines=["R80711"])
+    features = make_features(rows, ["30min"], {})
+    assert features[["farm_wind_speed", "farm_wind_spread", "nearest_wind_speed"]].isna().all().all()
+    assert features[["wind_speed", "wind_speed_mean_30min", "wind_speed_lag"]].iloc[1:].notna().all().all()
+
+
+def test_features_of_several_farms_at_once_equal_each_farms_alone():
+    """Peers are the turbines of the same farm: scoring a partition of many farms in one
+    call gives each farm the features it gets alone (here 30 turbines and 4)."""
+    big = scada(days=1, seed=1, turbines=[f"B{i:02d}" for i in range(30)]).assign(farm_id="big")
+    small = scada(days=1, seed=2).assign(farm_id="small")
+    nearest = {**{f"B{i:02d}": f"B{(i + 1) % 30:02d}" for i in range(30)}, **NEAREST}
+    together = make_features(pd.concat([big, small], ignore_index=True), ["30min"], nearest)
+    alone = pd.concat([make_features(big, ["30min"], nearest), make_features(small, ["30min"], nearest)],
+                      ignore_index=True)
+    pd.testing.assert_frame_equal(together, alone)
 
 
 def test_iec_curve_interpolates_bin_means_per_turbine():
@@ -104,7 +137,7 @@ def test_iec_curve_interpolates_bin_means_per_turbine():
 
 
 def test_time_split_puts_the_last_days_in_the_holdout():
-    rows = split_by_time(flag_normal_operation(scada(days=10), ASSETS, PARAMS), {"holdout_days": 3})
+    rows = split_by_time(flag_normal_operation(scada(days=10), LHB, PARAMS), {"holdout_days": 3})
     holdout = rows[rows["split"] == "holdout"]
     assert holdout["ts"].min() > rows[rows["split"] == "train"]["ts"].max()
     assert holdout["ts"].max() - holdout["ts"].min() == pd.Timedelta(days=3) - pd.Timedelta("10min")
@@ -112,26 +145,35 @@ def test_time_split_puts_the_last_days_in_the_holdout():
 
 def trained(rows: pd.DataFrame, max_iter: int):
     params = {**PARAMS, "holdout_days": 1, "estimator": {**PARAMS["estimator"], "max_iter": max_iter}}
-    window = split_by_time(flag_normal_operation(rows, ASSETS, params), params)
-    return fit_power_model(window, ASSETS, params), window
+    window = split_by_time(flag_normal_operation(rows, LHB, params), params)
+    return fit_power_model(window, LHB, params), window
 
 
 def test_retraining_gate_waits_for_min_new_data_hours_after_the_champion():
     rows = scada(days=4)
     model, _ = trained(rows, max_iter=20)
-    champion = RegisteredModel("1", "run", model)
-    window = select_training_window(rows, champion, PARAMS)
+    window = select_training_window(history(rows), LHB, champions(model), PARAMS)
     assert window.empty
-    split = split_by_time(flag_normal_operation(window, ASSETS, PARAMS), PARAMS)
-    skipped = fit_power_model(split, ASSETS, PARAMS)
+    split = split_by_time(flag_normal_operation(window, LHB, PARAMS), PARAMS)
+    skipped = fit_power_model(split, LHB, PARAMS)
     assert isinstance(skipped, Skipped) and "too little new data" in skipped.reason
 
     gate = pd.Timedelta(hours=PARAMS["min_new_data_hours"])
     later = scada(days=6)  # the same stamps, and two more days
     short = later[later["ts"] < model.trained_until + gate]
-    assert select_training_window(short, champion, PARAMS).empty
+    assert select_training_window(history(short), LHB, champions(model), PARAMS).empty
     enough = later[later["ts"] <= model.trained_until + gate]
-    assert len(select_training_window(enough, champion, PARAMS)) == len(enough)
+    assert len(select_training_window(history(enough), LHB, champions(model), PARAMS)) == len(enough)
+
+
+def test_the_training_plan_lists_the_farms_whose_gate_is_open():
+    model, _ = trained(scada(days=4), max_iter=5)
+    gate = pd.Timedelta(hours=PARAMS["min_new_data_hours"])
+    newest = pd.DataFrame({"farm_id": [LHB.farm_id, "no-champion-yet"],
+                           "newest_ts": [model.trained_until + gate / 2, model.trained_until]})
+    assert plan_training(newest, champions(model), PARAMS) == ["no-champion-yet"]
+    newest["newest_ts"] = model.trained_until + gate
+    assert plan_training(newest, champions(model), PARAMS) == [LHB.farm_id, "no-champion-yet"]
 
 
 def test_promotion_only_when_the_challenger_beats_the_champion_on_the_same_rows():
@@ -139,21 +181,21 @@ def test_promotion_only_when_the_challenger_beats_the_champion_on_the_same_rows(
     good, window = trained(rows, max_iter=100)
     poor, _ = trained(rows, max_iter=1)
     holdout = predict_holdout(good, window)
-    release, metrics = decide_promotion(good, RegisteredModel("1", "r", poor), window, holdout)
-    assert release.promote and release.decision == "promoted"
+    release, metrics = decide_promotion(good, champions(poor), window, holdout, LHB)
+    assert release.promote and release.decision == "promoted" and release.farm_id == LHB.farm_id
     assert metrics["challenger_holdout_mae_kw"]["value"] == release.challenger_mae_kw
     assert metrics["champion_holdout_mae_kw"]["value"] == release.champion_mae_kw
     poor_holdout = predict_holdout(poor, window)
-    release, _ = decide_promotion(poor, RegisteredModel("2", "r", good), window, poor_holdout)
+    release, _ = decide_promotion(poor, champions(good, "2"), window, poor_holdout, LHB)
     assert not release.promote and release.decision == "kept_champion"
     assert release.champion_mae_kw < release.challenger_mae_kw
-    first, metrics = decide_promotion(poor, None, window, poor_holdout)
+    first, metrics = decide_promotion(poor, champions(), window, poor_holdout, LHB)
     assert first.promote and "champion_holdout_mae_kw" not in metrics  # the first model
 
 
 def test_nothing_to_train_on_gives_no_model_and_no_release():
-    empty = split_by_time(flag_normal_operation(scada(days=1).iloc[:0], ASSETS, PARAMS), PARAMS)
-    model = fit_power_model(empty, ASSETS, PARAMS)
+    empty = split_by_time(flag_normal_operation(scada(days=1).iloc[:0], LHB, PARAMS), PARAMS)
+    model = fit_power_model(empty, LHB, PARAMS)
     assert isinstance(model, Skipped)
-    release, metrics = decide_promotion(model, None, empty, predict_holdout(model, empty))
-    assert isinstance(release, Skipped) and metrics == {}
+    release, metrics = decide_promotion(model, champions(), empty, predict_holdout(model, empty), LHB)
+    assert isinstance(release, Skipped) and metrics == {} and LHB.farm_id in release.reason

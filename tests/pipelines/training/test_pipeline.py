@@ -5,6 +5,7 @@ loading in a fresh process."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,9 +13,9 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import FAST_TRAINING, PROJECT_ROOT, write_export_slice
-from turbine_monitor.datasets import ModelRegistryDataset
+from turbine_monitor.datasets import FarmModelsDataset
 
-MODEL = "turbine-power-nbm"
+MODEL = "turbine-power-nbm-la-haute-borne"  # the bundled farm's model
 # One boosting iteration: a model that is surely worse than any reasonable one.
 POOR = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 1}}}
 
@@ -72,11 +73,30 @@ def test_the_champion_is_read_once_per_version_and_follows_the_alias(tracked):
     ws.run("__default__", POOR)
     write_export_slice(ws.landing / "feb.csv", "2014-02-01", "2014-02-08")
     ws.run("__default__", FAST_TRAINING)
-    champion = ModelRegistryDataset(MODEL)
-    first = champion.load()
-    assert str(first.version) == "2" and champion.load() is first
+    champions = FarmModelsDataset("turbine-power-nbm")
+    first = champions.load()["la-haute-borne"]()
+    assert str(first.version) == "2" and champions.load()["la-haute-borne"]() is first
     client.set_registered_model_alias(MODEL, "champion", "1")
-    assert str(champion.load().version) == "1"
+    assert str(champions.load()["la-haute-borne"]().version) == "1"
+
+
+def test_a_version_read_once_is_read_from_the_cache_by_the_next_process(tracked, tmp_path, monkeypatch):
+    ws, client = tracked
+    write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")
+    ws.run("__default__", POOR)
+    cache = tmp_path / "model-cache"
+    first = FarmModelsDataset("turbine-power-nbm", cache_dir=str(cache)).load()["la-haute-borne"]()
+    assert len(list(cache.rglob("1.pkl"))) == 1
+    # The pyfunc's artifacts gone: only the cache can give the version now.
+    shutil.rmtree(ws.root / "mlartifacts")
+    again = FarmModelsDataset("turbine-power-nbm", cache_dir=str(cache)).load()["la-haute-borne"]()
+    assert (again.version, again.run_id) == (first.version, first.run_id)
+    assert again.power_model.feature_names == first.power_model.feature_names
+    # Another tracking store has a version 1 of its own: the cache never answers for it.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    ws.run("training", POOR)
+    other = FarmModelsDataset("turbine-power-nbm", cache_dir=str(cache)).load()["la-haute-borne"]()
+    assert other.version == "1" and other.run_id != first.run_id
 
 
 @pytest.mark.slow

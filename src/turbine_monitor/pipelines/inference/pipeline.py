@@ -1,5 +1,5 @@
 """Inference pipeline: new landing files are ingested (the ingestion pipeline), new
-rows scored with the champion, alerts updated."""
+rows scored with their farm's champion, alerts updated, a partition of farms at a time."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -10,9 +10,9 @@ from .nodes import score_new_rows, update_alerts
 
 def create_scoring_pipeline() -> Pipeline:
     return pipeline([
-        node(score_new_rows, ["scada@to_score", "champion_model@latest", "params:inference.scoring"],
+        node(score_new_rows, ["scada@to_score", "champions@registry", "params:inference.scoring"],
              "predictions@table", name="score_new_rows"),
-        node(update_alerts, ["predictions@to_detect", "champion_model@latest", "params:inference.alerts"],
+        node(update_alerts, ["predictions@to_detect", "champions@registry", "params:inference.alerts"],
              "alerts", name="update_alerts"),
     ])
 

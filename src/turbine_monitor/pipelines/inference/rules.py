@@ -1,7 +1,11 @@
-"""Which warehouse rows an inference run reads. Each rule is a parameterised query that
-a catalog dataset runs (`query:` in `conf/base/catalog.yml`), so that the filtering
-happens in the database and a run reads what it needs, not whole tables. The SQL is
-standard (NOT EXISTS, LEAST, interval arithmetic) so that it runs on PostgreSQL too."""
+"""Which warehouse rows an inference run reads, a partition of farms at a time. Each rule
+is a parameterised query that a catalog dataset runs (`work:` and `query:` in
+`conf/base/catalog.yml`): `*_work` lists the farms that have work and how much (the
+dataset groups them into partitions), the others read one partition's rows. A run
+reads the work it has, not the history: the rows in `scoring_queue` and the few hours
+before them; the predictions whose alert episodes can still change and a bounded window
+before them. The SQL is standard (NOT EXISTS, LEAST, interval arithmetic, unnest) so
+that it runs on PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -9,38 +13,113 @@ from turbine_monitor.values import WarehouseQuery
 
 SCORING_COLUMNS = ["turbine_id", "ts", "power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
                    "pitch_deg"]
+_FARMS = "farm AS (SELECT turbine_id, farm_id FROM turbines WHERE farm_id IN (SELECT unnest($farms)))"
 
 
-def rows_to_score(history_hours: float) -> WarehouseQuery:
-    """The `scada` rows without a prediction and, before the first of them, the
-    `history_hours` of rows that the model's trailing features read; `scored` says which
-    rows are history. Sorted by turbine and time."""
+def scoring_work() -> WarehouseQuery:
+    """Per farm, how many rows wait in `scoring_queue`."""
+    return WarehouseQuery("""
+        SELECT t.farm_id, count(*) AS weight
+        FROM scoring_queue q JOIN turbines t ON t.turbine_id = q.turbine_id
+        GROUP BY t.farm_id ORDER BY t.farm_id""", {})
+
+
+def rows_to_score(farms: list[str], history_hours: float) -> WarehouseQuery:
+    """The `farms`' rows in `scoring_queue` and, before each farm's first of them, the
+    `history_hours` of its rows that the model's trailing features read; `scored` says
+    which rows are history. With `farm_id`; sorted by turbine and time."""
     columns = ", ".join(f"s.{c}" for c in SCORING_COLUMNS)
     return WarehouseQuery(f"""
-        WITH first_unscored AS (
-            SELECT min(s.ts) AS ts FROM scada s
-            WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.turbine_id = s.turbine_id AND p.ts = s.ts))
-        SELECT {columns}, p.turbine_id IS NOT NULL AS scored
-        FROM scada s LEFT JOIN predictions p ON p.turbine_id = s.turbine_id AND p.ts = s.ts
-        WHERE s.ts >= (SELECT ts FROM first_unscored) - $history_hours * INTERVAL '1 hour'
-        ORDER BY s.turbine_id, s.ts""", {"history_hours": history_hours})
+        WITH {_FARMS},
+        queued AS (SELECT q.turbine_id, q.ts, f.farm_id FROM scoring_queue q JOIN farm f USING (turbine_id)),
+        start AS (SELECT farm_id, min(ts) - $history_hours * INTERVAL '1 hour' AS ts
+                  FROM queued GROUP BY farm_id)
+        SELECT {columns}, f.farm_id, q.turbine_id IS NULL AS scored
+        FROM scada s JOIN farm f ON f.turbine_id = s.turbine_id
+        JOIN start ON start.farm_id = f.farm_id AND s.ts >= start.ts
+        LEFT JOIN queued q ON q.turbine_id = s.turbine_id AND q.ts = s.ts
+        ORDER BY s.turbine_id, s.ts""", {"farms": list(farms), "history_hours": history_hours})
 
 
-def predictions_to_detect(recompute_days: float, lookback_days: float) -> WarehouseQuery:
-    """The predictions whose alert episodes can still change, from `recompute_from` on,
-    and the `lookback_days` before it that the detector's trailing windows and baselines
-    read. `recompute_from` is the earliest of: the first prediction scored since the
-    last detection (`alert_detection.scored_through`), the start of an open alert, and
-    `recompute_days` before the newest prediction (a stoppage not yet confirmed may reach
-    back). Every row also carries `scored_through`, the newest `scored_at` read."""
-    return WarehouseQuery("""
-        WITH since AS (SELECT least(
-            (SELECT max(ts) FROM predictions) - $recompute_days * INTERVAL '1 day',
-            (SELECT min(start_ts) FROM alerts WHERE end_ts IS NULL),
-            (SELECT min(ts) FROM predictions WHERE scored_at > coalesce(
-                (SELECT max(scored_through) FROM alert_detection), '-infinity'::TIMESTAMPTZ))) AS ts)
-        SELECT p.turbine_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw, p.residual_kw,
-               since.ts AS recompute_from, (SELECT max(scored_at) FROM predictions) AS scored_through
-        FROM predictions p, since
-        WHERE p.ts >= since.ts - $lookback_days * INTERVAL '1 day'""",
-                          {"recompute_days": recompute_days, "lookback_days": lookback_days})
+def _last_detection() -> str:
+    """SQL: per farm of `farm`, the newest `scored_at` its last detection read (a
+    warehouse's row from before farms counts for every farm)."""
+    return """last_detection AS (
+            SELECT f.farm_id, max(d.scored_through) AS scored_through
+            FROM (SELECT DISTINCT farm_id FROM farm) f
+            LEFT JOIN alert_detection d ON d.farm_id = f.farm_id OR d.farm_id IS NULL
+            GROUP BY f.farm_id)"""
+
+
+def detection_work(window_evidence_records: int) -> WarehouseQuery:
+    """Per farm with predictions scored since its last detection, a weight: those
+    predictions and, per turbine, the evidence window a run reads before them."""
+    return WarehouseQuery(f"""
+        WITH farm AS (SELECT turbine_id, farm_id FROM turbines), {_last_detection()},
+        turbines_per_farm AS (SELECT farm_id, count(*) AS n FROM farm GROUP BY farm_id)
+        SELECT f.farm_id, count(*) + min(n.n) * $window_evidence_records AS weight
+        FROM predictions p JOIN farm f USING (turbine_id)
+        JOIN last_detection l ON l.farm_id = f.farm_id JOIN turbines_per_farm n ON n.farm_id = f.farm_id
+        WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ)
+        GROUP BY f.farm_id ORDER BY f.farm_id""", {"window_evidence_records": window_evidence_records})
+
+
+def detection_inputs(farms: list[str], recompute_days: float, lookback_days: float, baseline_days: int,
+                     window_evidence_records: int) -> dict[str, WarehouseQuery]:
+    """What a detection run of `farms` reads, in one snapshot, per farm:
+
+    - `predictions`: the farm's predictions whose alert episodes can still change, from
+      `recompute_from` on, and the window before it that the detector's trailing sums
+      read: back to the day by which every turbine of the farm has
+      `window_evidence_records` evidence records (`detector_days`), at most
+      `lookback_days`. `recompute_from` is the earliest of: the farm's first prediction
+      scored since its last detection, the start of an open alert of the farm, and
+      `recompute_days` before its newest prediction (a stoppage not yet confirmed may
+      reach back). Every row also carries `farm_id`, `recompute_from` and
+      `scored_through`, the farm's newest `scored_at` read.
+    - `known_days`: the detector's day sums the previous runs kept for the farm, from
+      `baseline_days` before that window to the day before `recompute_from`'s.
+    """
+    ctes = f"""WITH {_FARMS}, {_last_detection()},
+        farm_predictions AS (SELECT p.*, f.farm_id FROM predictions p JOIN farm f USING (turbine_id)),
+        open_alerts AS (SELECT f.farm_id, min(a.start_ts) AS start_ts
+            FROM alerts a JOIN farm f USING (turbine_id) WHERE a.end_ts IS NULL GROUP BY f.farm_id),
+        since AS (
+            SELECT p.farm_id, least(
+                max(p.ts) - $recompute_days * INTERVAL '1 day',
+                min(o.start_ts),
+                min(p.ts) FILTER (WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ))
+            ) AS ts, max(p.scored_at) AS scored_through
+            FROM farm_predictions p JOIN last_detection l USING (farm_id)
+            LEFT JOIN open_alerts o USING (farm_id)
+            GROUP BY p.farm_id),
+        reach AS (  -- per turbine, the latest day by which it has enough evidence before `since`
+            SELECT farm_id, turbine_id, max(day) AS day FROM (
+                SELECT f.farm_id, d.turbine_id, d.day, sum(d.evidence) OVER (
+                    PARTITION BY d.turbine_id ORDER BY d.day DESC) AS evidence_back
+                FROM detector_days d JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
+                WHERE d.day < CAST(since.ts AS DATE)) days
+            WHERE evidence_back >= $window_evidence_records GROUP BY farm_id, turbine_id),
+        window_start AS (
+            SELECT since.farm_id, CASE
+                WHEN (SELECT count(*) FROM reach r WHERE r.farm_id = since.farm_id)
+                     = (SELECT count(*) FROM farm f WHERE f.farm_id = since.farm_id)
+                THEN greatest(
+                    CAST((SELECT min(day) FROM reach r WHERE r.farm_id = since.farm_id) AS TIMESTAMPTZ),
+                    since.ts - $lookback_days * INTERVAL '1 day')
+                ELSE since.ts - $lookback_days * INTERVAL '1 day' END AS ts
+            FROM since)"""
+    arguments = {"farms": list(farms), "recompute_days": recompute_days, "lookback_days": lookback_days,
+                 "window_evidence_records": window_evidence_records}
+    predictions = WarehouseQuery(f"""{ctes}
+        SELECT p.turbine_id, p.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw, p.residual_kw,
+               since.ts AS recompute_from, since.scored_through
+        FROM farm_predictions p JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
+        WHERE p.ts >= w.ts""", arguments)
+    known_days = WarehouseQuery(f"""{ctes}
+        SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id)
+        JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
+        WHERE d.day < CAST(since.ts AS DATE)
+          AND d.day >= CAST(w.ts AS DATE) - CAST($baseline_days AS INTEGER)""",
+                                {**arguments, "baseline_days": baseline_days})
+    return {"predictions": predictions, "known_days": known_days}

@@ -1,48 +1,22 @@
-"""Ingestion pipeline: new source files -> validated records -> one warehouse batch."""
+"""Ingestion pipeline: the fleet checked, its turbines listed, and each farm's new
+source files read, validated and committed to the warehouse, one farm (or one bounded
+chunk of a farm's files) per batch."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from .nodes import (
-    assemble_ingestion_batch,
-    check_source_files,
-    read_new_sources,
-    resolve_batch_duplicates,
-    validate_records,
-)
+from .nodes import check_fleet, ingest_new_sources, list_turbines
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
+            node(check_fleet, ["params:fleet", "farm_assets"], "farms", name="check_fleet"),
+            node(list_turbines, "farms", "turbines", name="list_turbines"),
             node(
-                read_new_sources,
-                inputs=["bundled_scada_history", "landing_files", "ingested_sources"],
-                outputs=["raw_records", "source_manifest"],
-                name="read_new_sources",
-            ),
-            node(
-                check_source_files,
-                inputs=["source_manifest", "params:ingestion"],
-                outputs="checked_sources",
-                name="check_source_files",
-            ),
-            node(
-                validate_records,
-                inputs=["raw_records", "checked_sources", "asset_table", "params:ingestion"],
-                outputs="validated_records",
-                name="validate_records",
-            ),
-            node(
-                resolve_batch_duplicates,
-                inputs="validated_records",
-                outputs="deduplicated_records",
-                name="resolve_batch_duplicates",
-            ),
-            node(
-                assemble_ingestion_batch,
-                inputs=["deduplicated_records", "raw_records", "checked_sources"],
+                ingest_new_sources,
+                inputs=["farm_sources", "ingested_sources", "farms", "params:ingestion"],
                 outputs="scada@batch",
-                name="assemble_ingestion_batch",
+                name="ingest_new_sources",
             ),
         ]
     )

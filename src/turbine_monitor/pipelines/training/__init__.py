@@ -1,5 +1,5 @@
-"""Training: the normal-behaviour power model, tracked and registered in MLflow."""
+"""Training: the normal-behaviour power model of a farm, tracked and registered in MLflow."""
 
-from .pipeline import create_pipeline
+from .pipeline import create_pipeline, create_plan_pipeline
 
-__all__ = ["create_pipeline"]
+__all__ = ["create_pipeline", "create_plan_pipeline"]

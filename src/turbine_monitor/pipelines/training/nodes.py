@@ -15,44 +15,89 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from turbine_monitor.nbm import IecPowerCurve, PowerModel
-from turbine_monitor.values import ModelRelease, RegisteredModel, Skipped
+from turbine_monitor.fleet import Farm, FleetConfigError, check_fleet
+from turbine_monitor.nbm import IecPowerCurve, PowerModel, nearest_turbines
+from turbine_monitor.pipelines.training.rules import HISTORY_COLUMNS
+from turbine_monitor.values import FarmModels, ModelRelease, Partitions, RegisteredModel, Skipped
 
 logger = logging.getLogger(__name__)
 
 FEATURE_NAMES_BASE = ["wind_speed", "dir_sin", "dir_cos", "temperature", "turbine",
-                      "farm_wind_speed", "wind_speed_vs_farm", "wind_speed_lag", "hour", "day_of_year"]
+                      "farm_wind_speed", "farm_wind_spread", "wind_speed_vs_farm", "nearest_wind_speed",
+                      "wind_speed_vs_nearest", "wind_speed_lag", "hour", "day_of_year"]
+MAX_TURBINES_PLOTTED = 16
 
 
-def select_training_window(scada: pd.DataFrame, champion: RegisteredModel | None,
+def select_farm(fleet_config: dict, farm_assets: dict, farm_id: str | None) -> Farm:
+    """The farm this training run is for (`--params farm=<farm_id>`; may be left out
+    when the fleet has one farm), the fleet checked as ingestion checks it."""
+    farms = check_fleet(fleet_config["farms"], fleet_config["formats"], farm_assets)
+    if farm_id is None and len(farms) == 1:
+        return next(iter(farms.values()))
+    if farm_id not in farms:
+        raise FleetConfigError(
+            f"Training runs for one farm: kedro run --pipeline training --params farm=<farm_id> (farms.yml: "
+            f"{', '.join(farms)}), or `kedro run-fleet` for every farm due" if farm_id is None else
+            f"farm {farm_id!r} is not in farms.yml (farms: {', '.join(farms)})")
+    return farms[farm_id]
+
+
+def champion_of(champions: FarmModels, farm_id: str) -> RegisteredModel | None:
+    """The farm's champion as training starts (None before its first model)."""
+    return champions[farm_id]() if farm_id in champions else None
+
+
+def plan_training(newest_records: pd.DataFrame, champions: FarmModels, params: dict) -> list[str]:
+    """The farms whose retraining gate is open (`training_gate`): those with data and no
+    champion, or with at least `min_new_data_hours` of data newer than what their
+    champion was trained on."""
+    due = []
+    for farm, newest in newest_records.set_index("farm_id")["newest_ts"].items():
+        if training_gate(newest, champion_of(champions, farm), params) is None:
+            due.append(farm)
+    logger.info("Farms due for training: %s.", ", ".join(due) or "none")
+    return due
+
+
+def training_gate(newest: pd.Timestamp, champion: RegisteredModel | None, params: dict) -> str | None:
+    """Why a farm whose newest record is `newest` is not trained now (None: train it):
+    less than `min_new_data_hours` of data newer than its champion's training data."""
+    if champion is None:
+        return None
+    new_data = newest - champion.power_model.trained_until
+    if new_data >= pd.Timedelta(hours=params["min_new_data_hours"]):
+        return None
+    return (f"{max(new_data, pd.Timedelta(0))} of data newer than {champion.power_model.trained_until}, "
+            f"which champion version {champion.version} was trained on (training.min_new_data_hours: "
+            f"{params['min_new_data_hours']})")
+
+
+def select_training_window(history: Partitions, farm: Farm, champions: FarmModels,
                            params: dict) -> pd.DataFrame:
-    """The most recent `window_days` of data, or no rows when less than
-    `min_new_data_hours` of data arrived after the data the champion was trained on
-    (the retraining gate)."""
+    """The farm's most recent `window_days` of data, or no rows when its retraining
+    gate is closed (`training_gate`)."""
+    scada = history[farm.farm_id]() if farm.farm_id in history else pd.DataFrame(columns=HISTORY_COLUMNS)
     if scada.empty:
-        logger.warning("Training skipped: the warehouse holds no SCADA rows yet.")
+        logger.warning("Training skipped: the warehouse holds no SCADA rows of farm %s yet.", farm.farm_id)
         return scada
     latest = scada["ts"].max()
-    if champion is not None:
-        new_data = latest - champion.power_model.trained_until
-        if new_data < pd.Timedelta(hours=params["min_new_data_hours"]):
-            logger.info("Training skipped: %s of data newer than %s, which champion version %s was trained "
-                        "on (training.min_new_data_hours: %s).", max(new_data, pd.Timedelta(0)),
-                        champion.power_model.trained_until, champion.version, params["min_new_data_hours"])
-            return scada.iloc[:0]
+    if (closed := training_gate(latest, champion_of(champions, farm.farm_id), params)) is not None:
+        logger.info("Training of farm %s skipped: %s.", farm.farm_id, closed)
+        return scada.iloc[:0]
     window = scada[scada["ts"] > latest - pd.Timedelta(days=params["window_days"])]
-    logger.info("Training window: %s to %s, %d rows.", window["ts"].min(), latest, len(window))
+    logger.info("Training window of farm %s: %s to %s, %d rows.", farm.farm_id, window["ts"].min(), latest,
+                len(window))
     return window
 
 
-def flag_normal_operation(window: pd.DataFrame, asset_table: pd.DataFrame, params: dict) -> pd.DataFrame:
+def flag_normal_operation(window: pd.DataFrame, farm: Farm, params: dict) -> pd.DataFrame:
     """Add `exclusion`: why a row is not normal operation (None when it is). Low-wind
     idling stays in; stoppages at operating wind, frozen wind sensors, missing or
     implausible signals and curtailment-like plateaus go out."""
     rules = params["normal_operation"]
     rows = window.sort_values(["turbine_id", "ts"])
     wind, power = rows["wind_speed_ms"], rows["power_kw"]
-    rated = rows["turbine_id"].map(asset_table.set_index("Wind_turbine_name")["Rated_power"]).astype(float)
+    rated = rows["turbine_id"].map(farm.assets.set_index("Wind_turbine_name")["Rated_power"]).astype(float)
     same_turbine = rows["turbine_id"].eq(rows["turbine_id"].shift())
 
     run_start = ~(same_turbine & wind.eq(wind.shift()))
@@ -89,8 +134,7 @@ def split_by_time(flagged: pd.DataFrame, params: dict) -> pd.DataFrame:
     return flagged.assign(split=np.where(flagged["ts"] > start, "holdout", "train"))
 
 
-def fit_power_model(split_window: pd.DataFrame, asset_table: pd.DataFrame,
-                    params: dict) -> PowerModel | Skipped:
+def fit_power_model(split_window: pd.DataFrame, farm: Farm, params: dict) -> PowerModel | Skipped:
     """Fit the estimator and the IEC baseline on the normal-operation training rows.
     Features are computed on every row of the window (trailing context), the fit uses
     the normal ones only."""
@@ -99,20 +143,25 @@ def fit_power_model(split_window: pd.DataFrame, asset_table: pd.DataFrame,
     train = split_window["split"].eq("train") & split_window["exclusion"].isna()
     if not train.any():
         return Skipped("no normal-operation training rows in the window")
-    turbines = sorted(asset_table["Wind_turbine_name"])
-    feature_names = FEATURE_NAMES_BASE + [f"wind_speed_{t}" for t in turbines] + [
+    turbines = farm.turbines
+    feature_names = FEATURE_NAMES_BASE + [
         f"wind_speed_{stat}_{w}" for w in params["features"]["windows"] for stat in ("mean", "std")]
     model = PowerModel(
         estimator=HistGradientBoostingRegressor(**params["estimator"]),
         turbines=turbines, windows=list(params["features"]["windows"]), feature_names=feature_names,
+        nearest=nearest_turbines(farm.assets),
         iec_curve=IecPowerCurve.fit(split_window[train], **params["iec_curve"]),
         trained_from=split_window["ts"].min(), trained_until=split_window["ts"].max(),
     )
     features = model.features(split_window)
+    # A farm of one turbine has no neighbours, one of two no spread among them: a feature
+    # without a value on any training row is left out (the model falls back on the others).
+    model.feature_names = [name for name in feature_names if features.loc[train, name].notna().any()]
+    features = features[model.feature_names]
     model.estimator.fit(features[train], split_window.loc[train, "power_kw"])
     residual = split_window.loc[train, "power_kw"] - model.estimator.predict(features[train])
     model.calibration = calibrate_residuals(split_window[train], residual, params["calibration"])
-    logger.info("Fitted on %d rows, %d features.", train.sum(), len(feature_names))
+    logger.info("Fitted on %d rows, %d features.", train.sum(), len(model.feature_names))
     return model
 
 
@@ -159,19 +208,19 @@ def summarise_holdout(holdout_predictions: pd.DataFrame) -> dict[str, dict[str, 
     return {name: {"value": value, "step": 0} for name, value in metrics.items()}
 
 
-def decide_promotion(power_model: PowerModel | Skipped, champion: RegisteredModel | None,
-                     split_window: pd.DataFrame, holdout_predictions: pd.DataFrame,
+def decide_promotion(power_model: PowerModel | Skipped, champions: FarmModels,
+                     split_window: pd.DataFrame, holdout_predictions: pd.DataFrame, farm: Farm,
                      ) -> tuple[ModelRelease | Skipped, dict[str, dict[str, float]]]:
-    """Challenger vs champion on the same holdout rows: promote when the challenger's
-    MAE is lower, or when there is no champion yet. Returns the release (registered as the
+    """Challenger vs champion of the farm on the same holdout rows: promote when the
+    challenger's MAE is lower, or when there is no champion yet. Returns the release (registered as the
     challenger, promoted if so, by the project's ModelRegistryHooks) and both MAEs as
     MLflow metrics."""
     if isinstance(power_model, Skipped):
-        return power_model, {}
+        return Skipped(f"farm {farm.farm_id}: {power_model.reason}"), {}
     if holdout_predictions.empty:
-        return Skipped("the holdout has no normal-operation rows to evaluate on"), {}
+        return Skipped(f"farm {farm.farm_id}: the holdout has no normal-operation rows to evaluate on"), {}
     challenger_mae = float((holdout_predictions["model_kw"] - holdout_predictions["power_kw"]).abs().mean())
-    champion_mae = None
+    champion, champion_mae = champion_of(champions, farm.farm_id), None
     if champion is not None:
         expected = champion.power_model.predict_rows(holdout_predictions.index, split_window)
         champion_mae = float((expected - holdout_predictions["power_kw"]).abs().mean())
@@ -180,7 +229,8 @@ def decide_promotion(power_model: PowerModel | Skipped, champion: RegisteredMode
                 "none" if champion_mae is None else f"{champion_mae:.2f} kW (version {champion.version})",
                 "promote" if promote else "keep the champion")
     release = ModelRelease(
-        power_model=power_model, input_example=power_model.input_example(split_window), promote=promote,
+        farm_id=farm.farm_id, power_model=power_model, input_example=power_model.input_example(split_window),
+        promote=promote,
         challenger_mae_kw=challenger_mae, champion_mae_kw=champion_mae,
         champion_version=None if champion is None else champion.version,
         holdout={"start": str(holdout_predictions["ts"].min()), "end": str(holdout_predictions["ts"].max()),
@@ -206,9 +256,11 @@ def plot_training_figures(power_model: PowerModel | Skipped, split_window: pd.Da
         for fig in placeholders:
             fig.text(0.5, 0.5, f"No model trained: {reason}.", ha="center", va="center")
         return placeholders
-    turbines = sorted(holdout_predictions["turbine_id"].unique())
-    curves = Figure(figsize=(12, 9))
-    axes = curves.subplots(2, 2, sharex=True, sharey=True)
+    turbines = sorted(holdout_predictions["turbine_id"].unique())[:MAX_TURBINES_PLOTTED]
+    columns = int(np.ceil(np.sqrt(len(turbines))))
+    curves = Figure(figsize=(6 * columns, 4.5 * int(np.ceil(len(turbines) / columns))))
+    axes = np.atleast_1d(curves.subplots(int(np.ceil(len(turbines) / columns)), columns, sharex=True,
+                                         sharey=True, squeeze=False))
     for ax, turbine in zip(axes.flat, turbines, strict=False):
         rows = holdout_predictions[holdout_predictions["turbine_id"] == turbine]
         ax.scatter(rows["wind_speed_ms"], rows["power_kw"], s=1, alpha=0.2, color="grey", label="data")
