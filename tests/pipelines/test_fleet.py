@@ -1,7 +1,8 @@
 """A fleet end to end, on real warehouses and MLflow registries, with synthetic farms
 (`turbine_monitor.synthetic`): a farm onboarded by configuration alone, a model per farm
 with its own aliases, one farm's failures isolated from the others, farms of 1 and 30
-turbines, work partitioned by farm, and run-by-run alert detection per farm."""
+turbines, work partitioned by farm, and run-by-run alert detection per farm. Each test
+trains several farms: the slow tier (`make test`, not `make check`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from turbine_monitor.datasets.warehouse import DuckDBQueryDataset
 from turbine_monitor.project import load_config, run_fleet_round
 from turbine_monitor.synthetic import farm_id
 from turbine_monitor.values import FarmFailures
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -170,7 +173,6 @@ def test_one_farms_failures_leave_the_other_farms_work_as_without_it(tmp_path, r
                     "AND status = 'rejected'") == [(2,)]
 
 
-@pytest.mark.slow
 def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions_per_farm(tmp_path, registry):
     """Two farms delivered two days at a time, farm 2's first turbine derated by 15 % for
     a week: the episodes stored run by run are, per farm, those the detector finds over
