@@ -248,8 +248,11 @@ def stop_make_up(make: subprocess.Popen, timeout_s: float = 120) -> None:
 def freshness(project: Path, since: float, until: float) -> dict[str, Any]:
     """scored_at - landing-file mtime for every row of the replayed files that landed in
     [since, until) (epoch seconds)."""
+    # Files by their path under the landing zone, as `scada.source_file` names them (the
+    # bundled farm's folder `la-haute-borne/` since the fleet; the zone itself before).
     landing = project / "data" / "01_raw" / "landing"
-    arrived = {p.name: mtime for p in landing.glob("*.csv") if since <= (mtime := p.stat().st_mtime) < until}
+    arrived = {p.relative_to(landing).as_posix(): mtime for p in landing.rglob("*.csv")
+               if since <= (mtime := p.stat().st_mtime) < until}
     with duckdb.connect(str(project / "data" / "warehouse.duckdb"), read_only=True) as con:
         rows = con.execute("""
             SELECT s.source_file, epoch_us(p.scored_at) / 1e6
