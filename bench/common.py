@@ -68,6 +68,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def bundled_farm() -> Farm:
     """La Haute Borne as `conf/base/farms.yml` configures it, with its asset table."""
-    fleet = load_config("parameters", env="base")["fleet"]
+    fleet = load_config("globals", env="base")
     assets = {"la-haute-borne": pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")}
     return check_fleet(fleet["farms"], fleet["formats"], assets)["la-haute-borne"]

@@ -22,8 +22,9 @@ __all__ = ["PROJECT_ROOT", "RAW_DIR"]
 # The project's parameters as Kedro's config loader gives them (`conf/base` alone: a
 # user's `conf/local` does not change the tests).
 PARAMETERS = load_config("parameters", env="base")
-# The bundled fleet (conf/base/farms.yml): La Haute Borne, in its export format.
-FLEET_CONFIG = PARAMETERS["fleet"]
+# The bundled fleet (conf/base/farms.yml, read with the globals): La Haute Borne, in its
+# export format.
+FLEET_CONFIG = {key: load_config("globals", env="base")[key] for key in ("farms", "formats")}
 FARMS = check_fleet(FLEET_CONFIG["farms"], FLEET_CONFIG["formats"],
                     {"la-haute-borne": pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")})
 LHB = FARMS["la-haute-borne"]

@@ -41,4 +41,3 @@ def test_a_local_farms_yml_replaces_the_fleet_and_keeps_the_formats(workspace: S
     merged = load_config("globals", workspace.conf)
     assert merged["farms"] == {"kelmarsh": farm}
     assert set(merged["formats"]) == {"la_haute_borne", "greenbyte"}
-    assert load_config("parameters", workspace.conf)["fleet"]["farms"] == {"kelmarsh": farm}

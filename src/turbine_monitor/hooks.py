@@ -9,6 +9,7 @@ from typing import Any
 
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.io import CatalogProtocol
 from kedro.pipeline.node import Node
 
 from turbine_monitor.fleet import Farm
@@ -16,6 +17,8 @@ from turbine_monitor.values import FarmFailures, ModelRelease, Partitions, Skipp
 
 #: The training output that holds the release decided by `decide_promotion`.
 RELEASE = "champions@release"
+#: The champions as scoring and alert detection read them.
+SCORING_CHAMPIONS = "champions@registry"
 
 
 class LoggingLevels:
@@ -51,14 +54,21 @@ class ModelRegistryHooks:
     """Right after the training node that decides a release has run, in its MLflow run:
     register the release (`registry.register_release`: a new version of the farm's
     registered model, `<model.name>-<farm_id>` of `globals.yml`, aliased `challenger`, and
-    `champion` if so decided), or tag the run with why nothing was trained."""
+    `champion` if so decided), or tag the run with why nothing was trained. A new
+    champion is then read once as scoring reads it (`champions@registry`), so that its
+    model cache holds it before the next live run needs it."""
 
     def __init__(self) -> None:
         self._model_name: str | None = None
+        self._catalog: CatalogProtocol | None = None
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         self._model_name = context.config_loader["globals"]["model"]["name"]
+
+    @hook_impl
+    def after_catalog_created(self, catalog: CatalogProtocol) -> None:
+        self._catalog = catalog
 
     @hook_impl
     def after_node_run(self, node: Node, outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
@@ -73,6 +83,8 @@ class ModelRegistryHooks:
             from turbine_monitor.registry import farm_model_name, register_release
 
             register_release(release, farm_model_name(self._model_name, release.farm_id))
+            if release.promote and SCORING_CHAMPIONS in self._catalog:
+                self._catalog.load(SCORING_CHAMPIONS)[release.farm_id]()
         elif isinstance(release, Skipped) and mlflow.active_run() is not None:
             mlflow.set_tag("training_skipped", release.reason)
 

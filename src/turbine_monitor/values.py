@@ -118,8 +118,12 @@ class FarmFailures(click.ClickException):
 
     def __init__(self, failures: dict[str, Exception]):
         self.failures = failures
+        by_reason: dict[str, list[str]] = {}
+        for farm, error in failures.items():
+            by_reason.setdefault(f"{type(error).__name__}: {error}", []).append(repr(farm))
         super().__init__("the work of some farms failed (the other farms' is saved): " + "; ".join(
-            f"farm {farm!r}: {type(error).__name__}: {error}" for farm, error in failures.items()))
+            f"{'farm' if len(farms) == 1 else f'{len(farms)} farms'} {', '.join(farms)}: {reason}"
+            for reason, farms in by_reason.items()))
 
     def __reduce__(self) -> tuple:
         return type(self), (self.failures,)

@@ -105,19 +105,19 @@ def test_detection_work_lists_the_farms_with_predictions_scored_since_their_last
 
 def test_detection_reads_each_farm_from_its_first_prediction_scored_since_its_last_run(warehouse):
     """No detection yet: every prediction is new, so each farm recomputes from its first."""
-    window = detect(warehouse, ["north", "south"])["predictions"]
+    inputs = detect(warehouse, ["north", "south"])
+    window, farms = inputs["predictions"], inputs["farms"].set_index("farm_id")
     assert rows(window) == {*(("A", i) for i in range(10)), *(("B", i) for i in range(6)),
                             *(("C", i) for i in range(8))}
-    assert (window["recompute_from"] == stamp(0)).all()
-    assert window.groupby("farm_id")["scored_through"].first().to_dict() == {
-        "north": scored_at(9), "south": scored_at(7)}
+    assert (farms["recompute_from"] == stamp(0)).all()
+    assert farms["scored_through"].to_dict() == {"north": scored_at(9), "south": scored_at(7)}
 
     execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
             {"at": scored_at(7)})  # north's detection read through the predictions of hour 7
-    window = detect(warehouse, ["north", "south"])["predictions"]
-    north = window[window["farm_id"] == "north"]
-    assert (north["recompute_from"] == stamp(8)).all()  # A's rows 8 and 9 were scored after hour 7
-    assert rows(north) == {("A", 8), ("A", 9)}
+    inputs = detect(warehouse, ["north", "south"])
+    window, farms = inputs["predictions"], inputs["farms"].set_index("farm_id")
+    assert farms.loc["north", "recompute_from"] == stamp(8)  # A's rows 8 and 9 were scored after hour 7
+    assert rows(window[window["farm_id"] == "north"]) == {("A", 8), ("A", 9)}
     assert rows(window[window["farm_id"] == "south"]) == {("C", i) for i in range(8)}  # south: untouched
     assert rows(detect(warehouse, ["north"], lookback_days=1 / 144)["predictions"]) == {  # 10 min before
         ("A", 7), ("A", 8), ("A", 9)}
@@ -128,10 +128,10 @@ def test_detection_reaches_back_to_an_open_alert_of_the_farm_and_recompute_days(
             "('south', $at)", {"at": T0 + pd.Timedelta(days=9)})
     execute(warehouse, "INSERT INTO alerts (turbine_id, kind, start_ts) VALUES ('B', 'stopped', $ts)",
             {"ts": stamp(4)})
-    window = detect(warehouse, ["north", "south"])["predictions"]
-    assert window.groupby("farm_id")["recompute_from"].first().to_dict() == {
+    farms = detect(warehouse, ["north", "south"])["farms"]
+    assert farms.set_index("farm_id")["recompute_from"].to_dict() == {
         "north": stamp(4), "south": stamp(7)}  # south: its newest prediction, recompute_days 0
-    newest_minus_a_day = detect(warehouse, ["north"], recompute_days=1)["predictions"]
+    newest_minus_a_day = detect(warehouse, ["north"], recompute_days=1)["farms"]
     assert newest_minus_a_day["recompute_from"].iloc[0] == stamp(9) - pd.Timedelta(days=1)
 
 
@@ -149,7 +149,7 @@ def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
     execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
             {"at": scored_at(19)})
     inputs = detect(warehouse, ["north"], lookback_days=30, evidence=100)  # 2 days of 60 evidence records
-    assert inputs["predictions"]["recompute_from"].iloc[0] == late
+    assert inputs["farms"]["recompute_from"].iloc[0] == late
     late_stamp = int((late - T0) / pd.Timedelta(minutes=10))
     assert rows(inputs["predictions"]) == {("A", late_stamp), ("B", late_stamp)}  # not those of 2015-03-01
     days = pd.to_datetime(inputs["known_days"]["day"])

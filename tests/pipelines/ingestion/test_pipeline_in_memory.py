@@ -54,7 +54,7 @@ def test_ingestion_pipeline_in_memory_accounts_for_every_record():
             {"la-haute-borne": pd.read_csv(RAW_DIR / "la-haute-borne-asset-table.csv")}),
         "ingested_sources": MemoryDataset(pd.DataFrame(
             columns=["checksum", "source_file", "size_bytes", "modified_ns"])),
-        "params:fleet": MemoryDataset(FLEET_CONFIG),
+        "fleet": MemoryDataset(FLEET_CONFIG),
         "params:ingestion": MemoryDataset(PARAMETERS["ingestion"]),
         "scada@batch": MemoryDataset(copy_mode="assign"),
         "turbines": MemoryDataset(),

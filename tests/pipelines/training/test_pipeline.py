@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -121,3 +122,16 @@ print(json.dumps({{"rows": len(scada), "predicted": len(expected), "mae": float(
     assert result["rows"] == result["predicted"] > 500
     assert result["mae"] < 150  # a real power model, not noise (rated power is 2,050 kW)
     assert not {"power_kw", "pitch_deg"} & set(result["inputs"])
+
+
+def test_training_leaves_a_new_champion_in_the_model_cache_scoring_reads(tracked):
+    ws, _ = tracked
+    write_export_slice(ws.landing / "jan.csv", "2014-01-01", "2014-02-01")
+    ws.run("ingestion")
+    ws.run("training", POOR)
+    cache = Path(ws.globals()["paths"]["model_cache"])
+    assert [path.name for path in cache.rglob("*.pkl")] == ["1.pkl"]
+    # The pyfunc's artifacts gone: scoring can only have the champion from the cache.
+    shutil.rmtree(ws.root / "mlartifacts")
+    ws.run("inference")
+    assert ws.scalar("SELECT count(*) FROM predictions WHERE model_version = '1'") > 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS, detect
 from turbine_monitor.nbm import make_features
@@ -39,7 +40,8 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
     gets a prediction row: one the model cannot score (no wind speed) gets NULL expected
     power and an `unscored_reason`, so it is neither dropped nor retried. Derated or
     faulty rows are scored like any other. The features are computed once for all the
-    farms whose models read the same windows."""
+    farms whose models read the same windows; scikit-learn predicts on at most
+    `params["predict_threads"]` threads."""
     models, failures = _champions(scada["farm_id"][~scada["scored"]].unique(), champions, "scoring")
     for farm, model in list(models.items()):
         if model.power_model.history_needed > pd.Timedelta(hours=params["history_hours"]):
@@ -48,27 +50,35 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
                 f"before a row, but scoring loads {params['history_hours']} h: raise "
                 "model.scoring_history_hours in conf/base/globals.yml")
             del models[farm]
-    frames = []
-    for farms in _same_features(models):
-        rows = scada[scada["farm_id"].isin(farms)]
-        nearest = {t: n for farm in farms for t, n in models[farm].power_model.nearest.items()}
-        features = make_features(rows, models[farms[0]].power_model.windows, nearest)
-        for farm, todo in rows[~rows["scored"]].groupby("farm_id", sort=False):
-            model = models[farm]
-            try:
-                expected = model.power_model.predict_features(
-                    model.power_model.select_features(features.loc[todo.index]))
-            except Exception as exc:  # noqa: BLE001 - one farm's model must not stop the others
-                failures[farm] = exc
-                continue
-            frames.append(pd.DataFrame({
-                "turbine_id": todo["turbine_id"], "ts": todo["ts"], "expected_power_kw": expected,
-                "power_kw": todo["power_kw"], "residual_kw": todo["power_kw"] - expected,
-                "wind_speed_ms": todo["wind_speed_ms"], "model_version": model.version,
-                "unscored_reason": np.where(np.isnan(expected), "missing wind speed", None),
-            }))
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    logger.info("Scored %d rows of %d farm(s).", len(predictions), len(frames))
+    scored, expected, versions = [], [], []  # per farm: its rows' labels in `scada`, predictions, version
+    with threadpool_limits(params["predict_threads"], user_api="openmp"):
+        for farms in _same_features(models):
+            rows = scada[scada["farm_id"].isin(farms)]
+            nearest = {t: n for farm in farms for t, n in models[farm].power_model.nearest.items()}
+            features = make_features(rows, models[farms[0]].power_model.windows, nearest)
+            unscored = np.flatnonzero(~rows["scored"].to_numpy())
+            by_farm = pd.Series(unscored).groupby(rows["farm_id"].to_numpy()[unscored], sort=False).indices
+            for farm, positions in by_farm.items():
+                at, model = unscored[positions], models[farm]
+                try:
+                    expected.append(model.power_model.predict_features(
+                        model.power_model.select_features(features.iloc[at])))
+                except Exception as exc:  # noqa: BLE001 - one farm's model must not stop the others
+                    failures[farm] = exc
+                    continue
+                scored.append(rows.index[at])
+                versions.append(np.full(len(at), model.version))
+    if not scored:
+        logger.info("Scored no rows.")
+        return FarmResult(pd.DataFrame(columns=PREDICTION_COLUMNS), failures)
+    todo, expected_kw = scada.loc[np.concatenate(scored)], np.concatenate(expected)
+    predictions = pd.DataFrame({
+        "turbine_id": todo["turbine_id"], "ts": todo["ts"], "expected_power_kw": expected_kw,
+        "power_kw": todo["power_kw"], "residual_kw": todo["power_kw"] - expected_kw,
+        "wind_speed_ms": todo["wind_speed_ms"], "model_version": np.concatenate(versions),
+        "unscored_reason": np.where(np.isnan(expected_kw), "missing wind speed", None),
+    }).reset_index(drop=True)
+    logger.info("Scored %d rows of %d farm(s).", len(predictions), len(scored))
     return FarmResult(predictions, failures)
 
 
@@ -99,30 +109,31 @@ def update_alerts(detection_inputs: Partitions, champions: FarmModels, params: d
 def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, params: dict) -> FarmResult:
     """Each farm's alert episodes (sustained underperformance, stoppages) that can still
     change, judged against the calibration shipped with its champion.
-    `inputs["predictions"]` holds, per farm, the part to recompute, from its
-    `recompute_from` on, and the window before it for the detector's trailing sums;
-    `inputs["known_days"]` the day sums earlier runs kept. Episodes starting before
-    `recompute_from` are final."""
+    `inputs["farms"]` says, per farm, from when episodes are recomputed
+    (`recompute_from`) and the newest `scored_at` read; `inputs["predictions"]` holds
+    the farms' predictions from there on, and the window before it for the detector's
+    trailing sums; `inputs["known_days"]` the day sums earlier runs kept. Episodes
+    starting before `recompute_from` are final."""
+    models, failures = _champions(inputs["farms"]["farm_id"], champions, "alert detection")
+    farms = inputs["farms"][inputs["farms"]["farm_id"].isin(models)].set_index("farm_id")
     predictions = inputs["predictions"]
-    models, failures = _champions(predictions["farm_id"].unique(), champions, "alert detection")
-    predictions = predictions[predictions["farm_id"].isin(models)]
+    if len(farms) < len(inputs["farms"]):
+        predictions = predictions[predictions["farm_id"].isin(farms.index)]
     if predictions.empty:
         return FarmResult([], failures)
-    by_farm = predictions.groupby("farm_id", sort=False)
-    since = by_farm["recompute_from"].first()
-    calibration = pd.concat([models[farm].power_model.calibration for farm in since.index], ignore_index=True)
-    turbine_since = predictions.drop_duplicates("turbine_id").set_index("turbine_id")["recompute_from"]
-    detection = detect(predictions, calibration, params, inputs["known_days"], days_from=turbine_since)
+    calibration = pd.concat([models[farm].power_model.calibration for farm in farms.index], ignore_index=True)
     farm_of = predictions.drop_duplicates("turbine_id").set_index("turbine_id")["farm_id"]
+    detection = detect(predictions, calibration, params, inputs["known_days"],
+                       days_from=farm_of.map(farms["recompute_from"]))
     episodes = detection.episodes.assign(farm_id=detection.episodes["turbine_id"].map(farm_of))
-    days = detection.days.assign(farm_id=detection.days["turbine_id"].map(farm_of))
-    updates = []
-    for farm, start in since.items():
-        farm_episodes = episodes[(episodes["farm_id"] == farm) & (episodes["start_ts"] >= start)]
-        updates.append(AlertUpdate(
-            farm_id=farm, since=start, episodes=farm_episodes[EPISODE_COLUMNS].reset_index(drop=True),
-            days=days.loc[days["farm_id"] == farm, DAY_COLUMNS].reset_index(drop=True),
-            scored_through=by_farm["scored_through"].first()[farm]))
+    episodes = episodes[episodes["start_ts"] >= episodes["farm_id"].map(farms["recompute_from"])]
+    episodes_of = dict(list(episodes.groupby("farm_id", sort=False)))
+    days_of = dict(list(detection.days.groupby(detection.days["turbine_id"].map(farm_of), sort=False)))
+    updates = [AlertUpdate(
+        farm_id=farm, since=farm_row.recompute_from,
+        episodes=episodes_of.get(farm, episodes.iloc[:0])[EPISODE_COLUMNS].reset_index(drop=True),
+        days=days_of.get(farm, detection.days.iloc[:0])[DAY_COLUMNS].reset_index(drop=True),
+        scored_through=farm_row.scored_through) for farm, farm_row in farms.iterrows()]
     return FarmResult(updates, failures)
 
 

@@ -68,15 +68,15 @@ def detection_inputs(farms: list[str], recompute_days: float, lookback_days: flo
                      window_evidence_records: int) -> dict[str, WarehouseQuery]:
     """What a detection run of `farms` reads, in one snapshot, per farm:
 
-    - `predictions`: the farm's predictions whose alert episodes can still change, from
-      `recompute_from` on, and the window before it that the detector's trailing sums
-      read: back to the day by which every turbine of the farm has
-      `window_evidence_records` evidence records (`detector_days`), at most
-      `lookback_days`. `recompute_from` is the earliest of: the farm's first prediction
-      scored since its last detection, the start of an open alert of the farm, and
+    - `farms`: its `recompute_from`, the earliest of: the farm's first prediction scored
+      since its last detection, the start of an open alert of the farm, and
       `recompute_days` before its newest prediction (a stoppage not yet confirmed may
-      reach back). Every row also carries `farm_id`, `recompute_from` and
-      `scored_through`, the farm's newest `scored_at` read.
+      reach back); and `scored_through`, the newest `scored_at` read.
+    - `predictions` (with `farm_id`): the farm's predictions whose alert episodes can
+      still change, from `recompute_from` on, and the window before it that the
+      detector's trailing sums read: back to the day by which every turbine of the farm
+      has `window_evidence_records` evidence records (`detector_days`), at most
+      `lookback_days`.
     - `known_days`: the detector's day sums the previous runs kept for the farm, from
       `baseline_days` before that window to the day before `recompute_from`'s.
     """
@@ -112,14 +112,15 @@ def detection_inputs(farms: list[str], recompute_days: float, lookback_days: flo
     arguments = {"farms": list(farms), "recompute_days": recompute_days, "lookback_days": lookback_days,
                  "window_evidence_records": window_evidence_records}
     predictions = WarehouseQuery(f"""{ctes}
-        SELECT p.turbine_id, p.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw, p.residual_kw,
-               since.ts AS recompute_from, since.scored_through
-        FROM farm_predictions p JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
+        SELECT p.turbine_id, p.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw
+        FROM farm_predictions p JOIN window_start w USING (farm_id)
         WHERE p.ts >= w.ts""", arguments)
+    farms_since = WarehouseQuery(f"""{ctes}
+        SELECT farm_id, ts AS recompute_from, scored_through FROM since ORDER BY farm_id""", arguments)
     known_days = WarehouseQuery(f"""{ctes}
         SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id)
         JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
         WHERE d.day < CAST(since.ts AS DATE)
           AND d.day >= CAST(w.ts AS DATE) - CAST($baseline_days AS INTEGER)""",
                                 {**arguments, "baseline_days": baseline_days})
-    return {"predictions": predictions, "known_days": known_days}
+    return {"farms": farms_since, "predictions": predictions, "known_days": known_days}

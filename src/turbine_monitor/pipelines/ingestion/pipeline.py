@@ -10,7 +10,7 @@ from .nodes import check_fleet, ingest_new_sources, list_turbines
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(check_fleet, ["params:fleet", "farm_assets"], "farms", name="check_fleet"),
+            node(check_fleet, ["fleet", "farm_assets"], "farms", name="check_fleet"),
             node(list_turbines, "farms", "turbines", name="list_turbines"),
             node(
                 ingest_new_sources,

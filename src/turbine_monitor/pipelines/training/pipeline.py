@@ -25,7 +25,7 @@ from .nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
-            node(select_farm, ["params:fleet", "farm_assets", "params:farm"], "training_farm",
+            node(select_farm, ["fleet", "farm_assets", "params:farm"], "training_farm",
                  name="select_farm"),
             node(select_training_window, ["scada@history", "training_farm", "current_champions",
                                           "params:training"],
