@@ -304,6 +304,7 @@ def training_flow(env: str = "local", runtime_params: dict | None = None,
     farms = [farm] if farm else run.outputs["farms_to_train"].load()
     results = train_farms(farms, env=env, runtime_params=runtime_params, conf_source=conf_source,
                           flow_run_id=str(runtime.flow_run.id))
+    run.timings.pipeline_ended = time.time()  # the round's pipelines: the plan, then each farm's
     failures = {farm: result for farm, result in results.items() if isinstance(result, Exception)}
     publish_training_summary([result if farm not in failures else
                               {"farm": farm, "decision": f"failed: {type(result).__name__}: {result}"}
