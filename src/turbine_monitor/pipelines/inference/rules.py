@@ -81,7 +81,10 @@ def detection_inputs(farms: list[str], recompute_days: float, lookback_days: flo
       `baseline_days` before that window to the day before `recompute_from`'s.
     """
     ctes = f"""WITH {_FARMS}, {_last_detection()},
-        farm_predictions AS (SELECT p.*, f.farm_id FROM predictions p JOIN farm f USING (turbine_id)),
+        -- Not materialized: read twice, a materialized copy would hold every prediction of
+        -- the farms in memory (2 GB for 400 turbines' year) where each read scans a column.
+        farm_predictions AS NOT MATERIALIZED (
+            SELECT p.*, f.farm_id FROM predictions p JOIN farm f USING (turbine_id)),
         open_alerts AS (SELECT f.farm_id, min(a.start_ts) AS start_ts
             FROM alerts a JOIN farm f USING (turbine_id) WHERE a.end_ts IS NULL GROUP BY f.farm_id),
         since AS (
