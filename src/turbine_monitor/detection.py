@@ -33,6 +33,12 @@ At most one episode per turbine and kind is open. The thresholds and windows are
   records in a row, and closes when both are below their ``close`` thresholds. It
   starts at the record where it opened and ends at the record where it closed.
 
+A run continues from what earlier runs kept: per evidence record, its terms in the
+channels' window sums (``EVIDENCE_COLUMNS``; final once every turbine's record at that
+timestamp is in, and judged against the calibration of the champion of that run) stand
+in for the records before the part recomputed, so a run reads the new records and a
+window of numbers, not the predictions behind them.
+
 Energy lost: the shortfall sum(max(expected - power, 0)) / 6 kWh over an episode's
 records; for `stopped`, the expected energy of its non-producing records. Records inside
 a stop count for the stop only.
@@ -51,9 +57,16 @@ EPISODE_COLUMNS = ["turbine_id", "kind", "start_ts", "end_ts", "energy_lost_kwh"
                    "operating_records", "mean_relative_residual", "deficit_at_open", "channel"]
 
 
+#: Per evidence record, the terms of the channels' trailing sums (a run continues from them).
+EVIDENCE_COLUMNS = ["turbine_id", "ts", "matched", "own_num", "own_den", "peer_num", "peer_den"]
+_TERMS = EVIDENCE_COLUMNS[2:]
+
+
 @dataclass(frozen=True)
 class Records:
-    """The scored records as arrays, sorted by turbine then timestamp."""
+    """The scored records as arrays, sorted by turbine then timestamp; `carried` marks
+    the evidence records an earlier run kept (`EVIDENCE_COLUMNS`, their terms in
+    `kept`), which have no power, wind or expected power."""
 
     turbine: np.ndarray        # turbine_id
     farm: np.ndarray           # farm_id (0 when the predictions have none: one farm)
@@ -63,10 +76,15 @@ class Records:
     power: np.ndarray
     wind: np.ndarray
     expected: np.ndarray
+    carried: np.ndarray
+    kept: dict[str, np.ndarray]
 
     @classmethod
-    def from_predictions(cls, predictions: pd.DataFrame) -> Records:
-        rows = predictions.sort_values(["turbine_id", "ts"], kind="stable")
+    def from_predictions(cls, predictions: pd.DataFrame, carried: pd.DataFrame | None = None) -> Records:
+        rows = predictions.assign(carried=False)
+        if carried is not None and not carried.empty:
+            rows = pd.concat([carried.assign(carried=True), rows], ignore_index=True)
+        rows = rows.sort_values(["turbine_id", "ts"], kind="stable")
         turbine = rows["turbine_id"].astype(str).to_numpy()
         codes, names = pd.factorize(turbine)
         ts = pd.to_datetime(rows["ts"], utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
@@ -75,8 +93,9 @@ class Records:
             return rows[column].to_numpy(dtype="float64", na_value=np.nan)
 
         farm = rows["farm_id"].to_numpy() if "farm_id" in rows else np.zeros(len(rows), dtype=int)
+        kept = {name: values(name) if name in rows else np.zeros(len(rows)) for name in _TERMS}
         return cls(turbine, farm, codes, len(names), ts, values("power_kw"), values("wind_speed_ms"),
-                   values("expected_power_kw"))
+                   values("expected_power_kw"), rows["carried"].to_numpy(dtype=bool), kept)
 
     @property
     def first_of_turbine(self) -> np.ndarray:
@@ -88,12 +107,17 @@ DAY_COLUMNS = ["turbine_id", "day", "evidence", "matched", "own_num", "own_den",
 
 @dataclass(frozen=True)
 class Detection:
-    """What a detection run found: the alert episodes (`EPISODE_COLUMNS`) and, per
-    turbine and UTC day from `days_from` on, the day's sums the baselines are made of
-    (`DAY_COLUMNS`), for the next run to continue from."""
+    """What a detection run found: the alert episodes (`EPISODE_COLUMNS`) and what the
+    next run continues from: per turbine and UTC day from `days_from` on, the day's sums
+    the baselines are made of (`DAY_COLUMNS`); the terms of each evidence record read
+    (`EVIDENCE_COLUMNS`, not the carried ones); per turbine whose last record is inside
+    a stop run (confirmed or not), the run's first timestamp (`stop_runs`: turbine_id,
+    start_ts), where the next run must reach back to."""
 
     episodes: pd.DataFrame
     days: pd.DataFrame
+    evidence: pd.DataFrame
+    stop_runs: pd.DataFrame
 
 
 def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -106,24 +130,28 @@ def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: 
 
 
 def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
-           known_days: pd.DataFrame | None = None, days_from: pd.Series | None = None) -> Detection:
-    """`detect_alerts`, continuing from `known_days`: the day sums a previous run kept
-    (`DAY_COLUMNS`) stand for the days before each turbine's `days_from` (a Series by
-    turbine id; their records need not be in `predictions`, only the window the trailing
-    sums read), and the day sums from `days_from` on are returned for the next run.
-    Turbines of several farms may be detected at once (`farm_id` column): peers are the
-    other turbines of the same farm."""
+           known_days: pd.DataFrame | None = None, days_from: pd.Series | None = None,
+           carried: pd.DataFrame | None = None) -> Detection:
+    """`detect_alerts`, continuing from what earlier runs kept: the day sums
+    (`known_days`, `DAY_COLUMNS`) stand for the days before each turbine's `days_from`
+    (a Series by turbine id), and the evidence records' terms (`carried`,
+    `EVIDENCE_COLUMNS`) for the records before `predictions` that the trailing windows
+    read. Turbines of several farms may be detected at once (`farm_id` column): peers
+    are the other turbines of the same farm."""
     if predictions.empty:
-        return Detection(pd.DataFrame(columns=EPISODE_COLUMNS), pd.DataFrame(columns=DAY_COLUMNS))
-    rec = Records.from_predictions(predictions)
-    producing = rec.power > params["stop_max_power_kw"]
+        return Detection(pd.DataFrame(columns=EPISODE_COLUMNS), pd.DataFrame(columns=DAY_COLUMNS),
+                         pd.DataFrame(columns=EVIDENCE_COLUMNS),
+                         pd.DataFrame(columns=["turbine_id", "start_ts"]))
+    rec = Records.from_predictions(predictions, carried)
+    producing = rec.carried | (rec.power > params["stop_max_power_kw"])
     stop_record = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["stop_min_expected_kw"])
                    & ~producing)
-    stops = _stop_episodes(rec, stop_record, producing, params)
-    evidence = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["min_expected_kw"]) & producing
-                & np.isfinite(rec.power - rec.expected))
+    stops, stop_runs = _stop_episodes(rec, stop_record, producing, params)
+    evidence = rec.carried | ((rec.wind >= params["min_wind_ms"])
+                              & (rec.expected >= params["min_expected_kw"])
+                              & producing & np.isfinite(rec.power - rec.expected))
     days = _DaySums(rec, known_days, days_from)
-    under_state, deficit, channel = _underperformance_state(rec, evidence, calibration, params, days)
+    under_state, deficit, channel, terms = _underperformance_state(rec, evidence, calibration, params, days)
     under = _episodes(rec, under_state, "underperformance")
     shortfall = np.nan_to_num(np.maximum(rec.expected - rec.power, 0.0))
     lost_stopped = np.where(producing, shortfall, np.nan_to_num(np.maximum(rec.expected, 0.0))) / 6.0
@@ -138,18 +166,31 @@ def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
     for column in ("start_ts", "end_ts"):
         episodes[column] = pd.to_datetime(episodes[column]).dt.tz_localize("UTC")
     episodes = episodes.sort_values(["turbine_id", "kind", "start_ts"]).reset_index(drop=True)
-    return Detection(episodes, days.table())
+    new = evidence & ~rec.carried
+    evidence_terms = pd.DataFrame({"turbine_id": rec.turbine[new], "ts": _utc(rec.ts[new]),
+                                   **{name: terms[name][new] for name in _TERMS}})
+    return Detection(episodes, days.table(), evidence_terms.astype({"matched": bool}), stop_runs)
+
+
+def _utc(ts: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(ts).tz_localize("UTC")
 
 
 def _stop_episodes(rec: Records, stop_record: np.ndarray, producing: np.ndarray,
-                   params: dict) -> pd.DataFrame:
+                   params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stop runs: from a stop record until `stop_resume_records` producing records in a
     row; an episode once the run holds `stop_min_records` stop records, back-dated to
-    its first one, ending at the first of the producing records."""
+    its first one, ending at the first of the producing records. Also, per turbine whose
+    last record is inside a run, the run's first timestamp."""
     resume = int(params["stop_resume_records"])
     resumed = _persistent(producing, rec.codes, resume)
     in_run = _hold(np.where(stop_record, 1.0, np.where(resumed, 0.0, np.nan)), rec.codes)
     starts = (in_run == 1) & ((np.r_[0, in_run[:-1]] == 0) | rec.first_of_turbine)
+    last_of_turbine = np.r_[rec.first_of_turbine[1:], True]
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(len(starts)), 0))
+    unfinished = last_of_turbine & (in_run == 1)
+    stop_runs = pd.DataFrame({"turbine_id": rec.turbine[unfinished],
+                              "start_ts": _utc(rec.ts[run_start[unfinished]])})
     run = np.where(in_run == 1, np.cumsum(starts), 0)
     stops_in_run = pd.Series(stop_record.astype(np.int64)).groupby(run).transform("sum").to_numpy()
     state = ((run > 0) & (stops_in_run >= params["stop_min_records"])).astype(np.int8)
@@ -160,13 +201,15 @@ def _stop_episodes(rec: Records, stop_record: np.ndarray, producing: np.ndarray,
         episodes["_last"] = last
         after = rec.ts[np.minimum(last + 1, len(rec.ts) - 1)]
         episodes["end_ts"] = np.where(closed, after, episodes["end_ts"])
-    return episodes
+    return episodes, stop_runs
 
 
-def _underperformance_state(rec: Records, evidence: np.ndarray, calibration: pd.DataFrame,
-                            params: dict, days: _DaySums) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _underperformance_state(
+        rec: Records, evidence: np.ndarray, calibration: pd.DataFrame, params: dict, days: _DaySums,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Per record: 1 while an underperformance alert is open, the larger channel
-    deficit and the channel(s) over their open threshold (at evidence records)."""
+    deficit and the channel(s) over their open threshold (at evidence records), and the
+    terms of the channels' sums (`EVIDENCE_COLUMNS`; the kept ones for carried records)."""
     centre, std = _calibration_lookup(calibration, rec)
     std = np.where(np.isfinite(std) & (std > 0), std, np.maximum(0.05 * np.abs(rec.expected), 1.0))
     residual = np.clip(rec.power - rec.expected - centre, -params["clip_sigma"] * std,
@@ -178,6 +221,10 @@ def _underperformance_state(rec: Records, evidence: np.ndarray, calibration: pd.
     matched = evidence & np.isfinite(peer)
     peer_num = np.where(matched, weight * (residual - np.nan_to_num(peer) * rec.expected), 0.0)
     peer_den = np.where(matched, weight * rec.expected, 0.0)
+    terms = {name: np.where(rec.carried, rec.kept[name], fresh) for name, fresh in zip(
+        _TERMS, (matched, own_num, own_den, peer_num, peer_den), strict=True)}
+    matched, own_num, own_den, peer_num, peer_den = (terms[name] for name in _TERMS)
+    matched = matched.astype(bool)
 
     ev = np.flatnonzero(evidence)
     window = _TrailingWindow(rec.codes[ev], int(params["window_records"]))
@@ -207,7 +254,7 @@ def _underperformance_state(rec: Records, evidence: np.ndarray, calibration: pd.
     deficit[ev] = np.fmax(peer_deficit, abs_deficit)
     channel = np.full(len(rec.ts), None, dtype=object)
     channel[ev] = np.where(peer_open & abs_open, "both", np.where(peer_open, "peer", "absolute"))
-    return _hold(signal, rec.codes), deficit, channel
+    return _hold(signal, rec.codes), deficit, channel, terms
 
 
 class _TrailingWindow:

@@ -146,16 +146,18 @@ class Skipped:
 
 @dataclass(frozen=True)
 class AlertUpdate:
-    """The alert episodes of farm `farm_id` recomputed from `since` on (all start at or
-    after it); the stored episodes that start earlier are final. `days`: the detector's
-    day sums from the day of `since` on, for the next run; `scored_through`: the newest
-    `scored_at` among the predictions the detection read."""
+    """Alert detection of some farms. `farms` (farm_id, since, scored_through,
+    resume_from): per farm, from when its episodes were recomputed (the stored ones that
+    start earlier are final), the newest `scored_at` among the predictions read, and the
+    first timestamp of its earliest stop run still in progress (NaT: none).
+    `episodes`: the recomputed episodes (all start at or after their farm's `since`);
+    what the next run continues from: `days`, the detector's day sums from the day of
+    `since` on, and `evidence`, its evidence terms from `since` on."""
 
-    farm_id: str
-    since: pd.Timestamp
+    farms: pd.DataFrame
     episodes: pd.DataFrame
     days: pd.DataFrame
-    scored_through: pd.Timestamp
+    evidence: pd.DataFrame
 
 
 @dataclass

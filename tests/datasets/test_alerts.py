@@ -10,7 +10,7 @@ import pytest
 
 from turbine_monitor.datasets import AlertsDataset
 from turbine_monitor.datasets.warehouse import connect
-from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS
+from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS, EVIDENCE_COLUMNS
 from turbine_monitor.values import AlertUpdate
 
 T0 = pd.Timestamp("2015-05-01", tz="UTC")
@@ -24,14 +24,20 @@ def episode(turbine: str, kind: str, start_h: float, end_h: float | None, record
             "channel": "peer" if kind == "underperformance" else None}
 
 
-def frame(*episodes: dict, since_h: float = 0, farm: str = "lhb", days: pd.DataFrame | None = None
-          ) -> list[AlertUpdate]:
+def frame(*episodes: dict, since_h: float = 0, farm: str = "lhb", days: pd.DataFrame | None = None,
+          evidence_h: tuple[float, ...] = (), resume_h: float | None = None) -> AlertUpdate:
     """The farm's episodes as recomputed from `since_h` hours after T0 on, as the
-    detection of one partition saves them."""
+    detection of one partition saves them, with the evidence terms of R80711 at
+    `evidence_h` hours."""
     table = pd.DataFrame(list(episodes), columns=EPISODE_COLUMNS).astype(
         {"start_ts": "datetime64[us, UTC]", "end_ts": "datetime64[us, UTC]"})
     days = pd.DataFrame(columns=DAY_COLUMNS) if days is None else days
-    return [AlertUpdate(farm, T0 + pd.Timedelta(hours=since_h), table, days, T0 + pd.Timedelta(days=30))]
+    evidence = pd.DataFrame([("R80711", T0 + pd.Timedelta(hours=h), True, 1.0, 1.0, 1.0, 1.0)
+                             for h in evidence_h], columns=EVIDENCE_COLUMNS)
+    farms = pd.DataFrame({"farm_id": [farm], "since": [T0 + pd.Timedelta(hours=since_h)],
+                          "scored_through": [T0 + pd.Timedelta(days=30)],
+                          "resume_from": [pd.NaT if resume_h is None else T0 + pd.Timedelta(hours=resume_h)]})
+    return AlertUpdate(farms, table, days, evidence.astype({"ts": "datetime64[us, UTC]", "matched": bool}))
 
 
 @pytest.fixture
@@ -90,8 +96,8 @@ def test_episodes_before_the_recomputed_part_are_final(alerts, tmp_path):
     assert {(k[0], (k[2] - T0) / pd.Timedelta(hours=1), r.records) for k, r in table.items()} == {
         ("R80711", 0, 12), ("R80711", 10, 24), ("R80721", 12, 3)}
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-    assert con.sql("SELECT farm_id, scored_through FROM alert_detection").fetchall() == [
-        ("lhb", T0 + pd.Timedelta(days=30))]
+    assert con.sql("SELECT farm_id, scored_through, resume_from FROM alert_detection").fetchall() == [
+        ("lhb", T0 + pd.Timedelta(days=30), None)]
     con.close()
 
 
@@ -111,4 +117,16 @@ def test_the_detectors_day_sums_are_kept_and_replaced_by_a_later_run(alerts, tmp
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert con.sql("SELECT turbine_id, day::VARCHAR, evidence FROM detector_days").fetchall() == [
         ("R80711", "2015-05-01", 30.0)]
+    con.close()
+
+
+def test_kept_evidence_terms_are_replaced_from_since_on_and_an_unfinished_stop_run_kept(alerts, tmp_path):
+    alerts.save(frame(evidence_h=(1, 2, 3, 4)))
+    alerts.save(frame(since_h=3, evidence_h=(3.5, 5), resume_h=3.5))
+    alerts.save(frame(farm="other", since_h=0))  # another farm's update leaves lhb's terms alone
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    kept = con.sql("SELECT ts FROM detector_evidence ORDER BY ts").fetchall()
+    assert [(ts - T0) / pd.Timedelta(hours=1) for (ts,) in kept] == [1, 2, 3.5, 5]
+    assert con.sql("SELECT resume_from FROM alert_detection WHERE farm_id = 'lhb'").fetchall() == [
+        (T0 + pd.Timedelta(hours=3.5),)]
     con.close()

@@ -154,3 +154,61 @@ def test_kill_9_during_commit_leaves_no_half_ingested_file(workspace):
                          "FROM ingested_files") == [(420_480, 420_480)]
     assert workspace.scalar("SELECT count(*) FROM scada") + workspace.scalar(
         "SELECT count(*) FROM scada_quarantine") == 420_480
+
+
+def test_a_warehouse_from_an_earlier_version_is_migrated_once(tmp_path):
+    """A warehouse from before the scoring queue and the detector's kept evidence (and
+    before farms): its unscored row joins the queue, and its alert detection starts
+    over (the next run reads every farm's predictions once and keeps their evidence
+    terms); a later process's connection applies neither again."""
+    import duckdb
+
+    from turbine_monitor.datasets.warehouse import connect
+
+    path = tmp_path / "old.duckdb"
+    ts = [pd.Timestamp("2015-01-01", tz="UTC") + pd.Timedelta(minutes=10 * i) for i in range(2)]
+    with duckdb.connect(str(path)) as old:
+        old.execute("CREATE TABLE scada (turbine_id VARCHAR, ts TIMESTAMPTZ, power_kw DOUBLE, "
+                    "wind_speed_ms DOUBLE, wind_direction_deg DOUBLE, outdoor_temp_c DOUBLE, "
+                    "pitch_deg DOUBLE, nacelle_angle_deg DOUBLE, vane_angle_deg DOUBLE, "
+                    "source_file VARCHAR, ingested_at TIMESTAMPTZ, PRIMARY KEY (turbine_id, ts))")
+        old.execute("CREATE TABLE predictions (turbine_id VARCHAR, ts TIMESTAMPTZ, expected_power_kw DOUBLE, "
+                    "power_kw DOUBLE, residual_kw DOUBLE, wind_speed_ms DOUBLE, model_version VARCHAR, "
+                    "unscored_reason VARCHAR, scored_at TIMESTAMPTZ, PRIMARY KEY (turbine_id, ts))")
+        old.execute("CREATE TABLE alert_detection (scored_through TIMESTAMPTZ NOT NULL, "
+                    "updated_at TIMESTAMPTZ)")
+        old.execute("CREATE TABLE detector_days (turbine_id VARCHAR, day DATE, evidence DOUBLE, "
+                    "matched DOUBLE, own_num DOUBLE, own_den DOUBLE, peer_num DOUBLE, peer_den DOUBLE, "
+                    "PRIMARY KEY (turbine_id, day))")
+        for stamp in ts:
+            old.execute("INSERT INTO scada (turbine_id, ts, source_file, ingested_at) "
+                        "VALUES ('R80711', $1, 'a', $1)", [stamp])
+        old.execute("INSERT INTO predictions (turbine_id, ts, model_version, scored_at) "
+                    "VALUES ('R80711', $1, '1', $1)", [ts[0]])
+        old.execute("INSERT INTO alert_detection VALUES ($1, $1)", [ts[0]])
+        old.execute("INSERT INTO detector_days VALUES ('R80711', '2015-01-01', 1, 1, 1, 1, 1, 1)")
+
+    with connect(path, lock_timeout_s=5) as con:
+        assert con.sql("SELECT turbine_id, ts FROM scoring_queue").fetchall() == [("R80711", ts[1])]
+        assert con.sql("SELECT count(*) FROM alert_detection").fetchall() == [(0,)]
+        assert con.sql("SELECT count(*) FROM detector_days").fetchall() == [(0,)]
+        con.execute("INSERT INTO alert_detection (farm_id, scored_through) VALUES ('lhb', now())")
+    again = (f"from pathlib import Path; from turbine_monitor.datasets.warehouse import connect\n"
+             f"with connect(Path({str(path)!r}), 5) as con: "
+             f"print(con.execute('SELECT count(*) FROM alert_detection').fetchone()[0])")  # another process
+    assert subprocess.run([sys.executable, "-c", again], capture_output=True, text=True, check=True
+                          ).stdout.strip() == "1"
+
+
+def test_duckdb_holds_at_most_the_memory_limit_and_spills_beyond_it(tmp_path):
+    """A sort larger than the limit completes (DuckDB spills it to disk); the limit is
+    the process database's setting while it applies."""
+    from turbine_monitor.datasets.warehouse import connect
+
+    path = tmp_path / "w.duckdb"
+    sort = "SELECT count(*) FROM (SELECT range AS x FROM range(12000000) ORDER BY hash(range) LIMIT 11000000)"
+    with connect(path, lock_timeout_s=5, memory_limit="64MB") as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == "61.0 MiB"
+        assert con.execute(sort).fetchall()[0][0] == 11_000_000
+    with connect(path, lock_timeout_s=5) as con:  # no limit: DuckDB's default again
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != "61.0 MiB"

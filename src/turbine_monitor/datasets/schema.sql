@@ -102,13 +102,15 @@ CREATE TABLE IF NOT EXISTS warehouse_migrations (
 );
 
 -- How far alert detection has read, per farm: the newest `predictions.scored_at` of its
--- last run. The next run recomputes from the first prediction scored after it (or earlier).
+-- last run. The next run recomputes from the first prediction scored after it, or from
+-- `resume_from`, the start of a stop run that was still in progress, if earlier.
 CREATE TABLE IF NOT EXISTS alert_detection (
-    farm_id                     VARCHAR,            -- NULL: a warehouse's row from before farms
+    farm_id                     VARCHAR,
     scored_through              TIMESTAMPTZ NOT NULL,
     updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 ALTER TABLE alert_detection ADD COLUMN IF NOT EXISTS farm_id VARCHAR;
+ALTER TABLE alert_detection ADD COLUMN IF NOT EXISTS resume_from TIMESTAMPTZ;
 
 -- What the alert detector keeps per turbine and UTC day, so that a run reads a fixed
 -- window of records instead of its whole lookback: the day's evidence records and the
@@ -123,4 +125,19 @@ CREATE TABLE IF NOT EXISTS detector_days (
     peer_num                    DOUBLE NOT NULL,
     peer_den                    DOUBLE NOT NULL,
     PRIMARY KEY (turbine_id, day)
+);
+
+-- What the alert detector keeps per evidence record (detection.py, EVIDENCE_COLUMNS): the
+-- terms of its channels' trailing sums, so that a run reads them for the window before
+-- the records it recomputes instead of those records' predictions. Rows from a farm's
+-- `since` on are replaced with its episodes, in the same transaction; no key, for the
+-- same reason as `scoring_queue`.
+CREATE TABLE IF NOT EXISTS detector_evidence (
+    turbine_id                  VARCHAR NOT NULL,
+    ts                          TIMESTAMPTZ NOT NULL,
+    matched                     BOOLEAN NOT NULL,   -- a peer value was there at this timestamp
+    own_num                     DOUBLE NOT NULL,
+    own_den                     DOUBLE NOT NULL,
+    peer_num                    DOUBLE NOT NULL,
+    peer_den                    DOUBLE NOT NULL
 );

@@ -10,7 +10,9 @@ run on top of it.
 The file is attached to one in-memory DuckDB database per process, kept for the life
 of the process: creating a DuckDB database costs ~15 ms (its catalog of built-in
 functions), attaching and detaching a file ~1 ms, and detaching releases the file
-lock as closing does.
+lock as closing does. That database holds at most `memory_limit` (its cache of the
+file's blocks, indexes, intermediate results; `warehouse.memory_limit` in globals.yml)
+and spills beyond it to `<warehouse file>.tmp/`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ MIGRATIONS = {
     "fill scoring_queue": """
         INSERT INTO scoring_queue SELECT s.turbine_id, s.ts FROM scada s
         WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.turbine_id = s.turbine_id AND p.ts = s.ts)""",
+    # A warehouse from before `detector_evidence` (and before farms): its next detection
+    # reads every farm's predictions once, and keeps the evidence terms from then on.
+    "detect alerts anew with kept evidence": "DELETE FROM alert_detection; DELETE FROM detector_days",
 }
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
@@ -72,6 +77,25 @@ def _process_database() -> duckdb.DuckDBPyConnection:
     database = duckdb.connect(":memory:")
     database.execute("SET GLOBAL TimeZone = 'UTC'")
     return database
+
+
+# This process's database: its memory limit (None: DuckDB's default) and whether its
+# spill folder is set (DuckDB cannot move it once used).
+_settings: dict[str, Any] = {"memory_limit": None, "spill_folder": False}
+
+
+def _limit_memory(database: duckdb.DuckDBPyConnection, filepath: Path, memory_limit: str | None) -> None:
+    """Cap what DuckDB holds in this process at `memory_limit` (e.g. "512MB"; None:
+    DuckDB's default), spilling beyond it to a folder next to the (first) warehouse file."""
+    if not _settings["spill_folder"]:
+        database.execute("SET GLOBAL temp_directory = $folder", {"folder": f"{filepath}.tmp"})
+        _settings["spill_folder"] = True
+    if memory_limit != _settings["memory_limit"]:
+        if memory_limit is None:
+            database.execute("RESET GLOBAL memory_limit")
+        else:
+            database.execute("SET GLOBAL memory_limit = $limit", {"limit": memory_limit})
+        _settings["memory_limit"] = memory_limit
 
 
 def _attach(filepath: Path, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
@@ -99,12 +123,15 @@ def _attach(filepath: Path, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def connect(filepath: Path, lock_timeout_s: float) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(filepath: Path, lock_timeout_s: float,
+            memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse for one unit of work, created with its schema if missing (the
-    schema statements run on a process's first connection to a file)."""
+    schema statements run on a process's first connection to a file); DuckDB holds at
+    most `memory_limit` in this process."""
     filepath.parent.mkdir(parents=True, exist_ok=True)
     new_file = not filepath.exists()
     with _unit_of_work:
+        _limit_memory(_process_database(), filepath, memory_limit)
         database = _attach(filepath, lock_timeout_s)
         con = database.cursor()
         try:
@@ -131,16 +158,19 @@ def _bring_up_to_date(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class _WarehouseDataset(AbstractDataset):
-    def __init__(self, filepath: str, lock_timeout_s: float = 60.0, metadata: dict | None = None):
+    def __init__(self, filepath: str, lock_timeout_s: float = 60.0, memory_limit: str | None = None,
+                 metadata: dict | None = None):
         self._filepath = Path(filepath)
         self._lock_timeout_s = float(lock_timeout_s)
+        self._memory_limit = memory_limit
         self.metadata = metadata
 
     def _connect(self):
-        return connect(self._filepath, self._lock_timeout_s)
+        return connect(self._filepath, self._lock_timeout_s, self._memory_limit)
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "lock_timeout_s": self._lock_timeout_s}
+        return {"filepath": str(self._filepath), "lock_timeout_s": self._lock_timeout_s,
+                "memory_limit": self._memory_limit}
 
 
 def save_partitions(data: Any, save: Callable[[Any], dict[str, Any]]) -> None:
@@ -206,8 +236,8 @@ class DuckDBQueryDataset(_WarehouseDataset):
                  order_by: list[str] | None = None, query: str | None = None,
                  query_args: dict[str, Any] | None = None, partitions: dict[str, Any] | None = None,
                  upsert: bool = False, dequeue: str | None = None, lock_timeout_s: float = 60.0,
-                 metadata: dict | None = None):
-        super().__init__(filepath, lock_timeout_s, metadata)
+                 memory_limit: str | None = None, metadata: dict | None = None):
+        super().__init__(filepath, lock_timeout_s, memory_limit, metadata)
         if (query is None) == (table is None):
             raise DatasetError("DuckDBQueryDataset needs either a table or a query")
         if partitions is not None and (query is None or "work" not in partitions):
@@ -352,14 +382,15 @@ class ScadaTableDataset(_WarehouseDataset):
 
 
 class AlertsDataset(_WarehouseDataset):
-    """The `alerts` table. `load()` returns it. `save(updates)` stores a list of
-    `AlertUpdate` (one per farm) in one transaction; `values.Partitions` of them one
+    """The `alerts` table. `load()` returns it. `save(update)` stores an `AlertUpdate`
+    (some farms' detection) in one transaction; `values.Partitions` of them one
     transaction per partition (`save_partitions`). For each farm, the episodes of its
-    turbines starting at or after `update.since` are replaced by the recomputed ones,
+    turbines starting at or after its `since` are replaced by the recomputed ones,
     keyed by (turbine_id, kind, start_ts): a known episode keeps its `opened_at` (and
     its `updated_at` unless it changed), a new one is stamped now; earlier episodes stay
-    as they are; `detector_days` takes the update's day sums and `alert_detection` the
-    farm's `scored_through`.
+    as they are. What the detector continues from is replaced alike: `detector_days`
+    takes the update's day sums, `detector_evidence` its evidence terms from `since` on,
+    and `alert_detection` the farm's `scored_through` and `resume_from`.
 
     Example (`conf/base/catalog.yml`)::
 
@@ -374,23 +405,18 @@ class AlertsDataset(_WarehouseDataset):
         with self._connect() as con:
             return con.sql("SELECT * FROM alerts ORDER BY start_ts, turbine_id, kind").df()
 
-    def save(self, data: list[AlertUpdate] | Partitions) -> None:
+    def save(self, data: AlertUpdate | Partitions) -> None:
         save_partitions(data, self._store)
 
-    def _store(self, updates: list[AlertUpdate]) -> dict[str, Any]:
-        if not updates:
+    def _store(self, update: AlertUpdate | None) -> dict[str, Any]:
+        if update is None or update.farms.empty:
             return {"farms": 0, "episodes": 0, "new": 0, "open": 0}
-        farms = pd.DataFrame({"farm_id": [u.farm_id for u in updates], "since": [u.since for u in updates],
-                              "scored_through": [u.scored_through for u in updates]})
-        episodes = pd.concat([u.episodes for u in updates], ignore_index=True)
-        days = pd.concat([u.days for u in updates], ignore_index=True)
         key = ", ".join(self._KEY)
         with self._connect() as con:
             con.begin()
-            con.register("updated_farms", farms)
-            con.register("episodes", episodes)
-            con.register("days", days)
-            opened = con.execute(f"SELECT count(*) FROM episodes ANTI JOIN alerts USING ({key})"
+            for name in ("farms", "episodes", "days", "evidence"):
+                con.register(f"updated_{name}", getattr(update, name))
+            opened = con.execute(f"SELECT count(*) FROM updated_episodes ANTI JOIN alerts USING ({key})"
                                  ).fetchone()[0]
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE stored AS
@@ -405,16 +431,23 @@ class AlertsDataset(_WarehouseDataset):
                 SELECT e.*, coalesce(s.opened_at, now()) AS opened_at,
                        CASE WHEN s.end_ts IS NOT DISTINCT FROM e.end_ts AND s.records = e.records
                             THEN s.updated_at ELSE now() END AS updated_at
-                FROM episodes e LEFT JOIN stored s USING ({key})""")
+                FROM updated_episodes e LEFT JOIN stored s USING ({key})""")
             con.execute("DROP TABLE stored")
-            con.execute("INSERT OR REPLACE INTO detector_days BY NAME SELECT * FROM days")
+            con.execute("INSERT OR REPLACE INTO detector_days BY NAME SELECT * FROM updated_days")
+            # The constant bound lets the scan skip the row groups before every farm's `since`.
+            con.execute("""
+                DELETE FROM detector_evidence e USING turbines t, updated_farms u
+                WHERE e.ts >= $earliest AND t.turbine_id = e.turbine_id AND u.farm_id = t.farm_id
+                  AND e.ts >= u.since""", {"earliest": update.farms["since"].min()})
+            con.execute("INSERT INTO detector_evidence BY NAME SELECT * FROM updated_evidence")
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
             con.execute("INSERT INTO alert_detection BY NAME "
-                        "SELECT farm_id, scored_through FROM updated_farms")
+                        "SELECT farm_id, scored_through, resume_from FROM updated_farms")
             con.commit()
-        saved = {"farms": len(updates), "episodes": len(episodes), "new": opened,
+        farms, episodes = update.farms["farm_id"], update.episodes
+        saved = {"farms": len(farms), "episodes": len(episodes), "new": opened,
                  "open": int(episodes["end_ts"].isna().sum())}
         logger.info("Alerts of %s: %d episodes recomputed, %d of them new; %d open.",
-                    updates[0].farm_id if len(updates) == 1 else f"{len(updates)} farms", saved["episodes"],
+                    farms.iloc[0] if len(farms) == 1 else f"{len(farms)} farms", saved["episodes"],
                     saved["new"], saved["open"])
         return saved

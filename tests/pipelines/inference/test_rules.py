@@ -89,10 +89,16 @@ def test_nothing_to_score_reads_nothing(warehouse):
     assert read(warehouse, rows_to_score, farms=["north", "south"], history_hours=6).empty
 
 
-def detect(path: Path, farms: list[str], recompute_days: float = 0, lookback_days: float = 0,
-           evidence: int = 1000) -> pd.DataFrame:
-    return read(path, detection_inputs, farms=farms, recompute_days=recompute_days,
-                lookback_days=lookback_days, baseline_days=3, window_evidence_records=evidence)
+def detect(path: Path, farms: list[str], lookback_days: float = 0, evidence: int = 1000) -> pd.DataFrame:
+    return read(path, detection_inputs, farms=farms, lookback_days=lookback_days, baseline_days=3,
+                window_evidence_records=evidence)
+
+
+def keep_evidence(path: Path, turbine: str, stamps: list[pd.Timestamp]) -> None:
+    """Evidence terms an earlier detection kept for `turbine` at `stamps`."""
+    for ts in stamps:
+        execute(path, "INSERT INTO detector_evidence VALUES ($t, $ts, true, 1, 1, 1, 1)",
+                {"t": turbine, "ts": ts})
 
 
 def test_detection_work_lists_the_farms_with_predictions_scored_since_their_last_detection(warehouse):
@@ -114,31 +120,37 @@ def test_detection_reads_each_farm_from_its_first_prediction_scored_since_its_la
 
     execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
             {"at": scored_at(7)})  # north's detection read through the predictions of hour 7
+    for turbine in "AB":
+        keep_evidence(warehouse, turbine, [stamp(i) for i in range(8)])
     inputs = detect(warehouse, ["north", "south"])
     window, farms = inputs["predictions"], inputs["farms"].set_index("farm_id")
     assert farms.loc["north", "recompute_from"] == stamp(8)  # A's rows 8 and 9 were scored after hour 7
     assert rows(window[window["farm_id"] == "north"]) == {("A", 8), ("A", 9)}
     assert rows(window[window["farm_id"] == "south"]) == {("C", i) for i in range(8)}  # south: untouched
-    assert rows(detect(warehouse, ["north"], lookback_days=1 / 144)["predictions"]) == {  # 10 min before
-        ("A", 7), ("A", 8), ("A", 9)}
+    assert inputs["carried"].empty  # lookback 0
+    carried = detect(warehouse, ["north"], lookback_days=1 / 72)["carried"]  # 20 min before
+    assert rows(carried) == {("A", 6), ("A", 7), ("B", 6), ("B", 7)}
+    assert set(carried["farm_id"]) == {"north"}
 
 
-def test_detection_reaches_back_to_an_open_alert_of_the_farm_and_recompute_days(warehouse):
-    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at), "
-            "('south', $at)", {"at": T0 + pd.Timedelta(days=9)})
+def test_detection_reaches_back_to_an_open_alert_and_to_an_unfinished_stop_run(warehouse):
+    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through, resume_from) VALUES "
+            "('north', $north, NULL), ('south', $south, $run)",
+            {"north": scored_at(8), "south": scored_at(6), "run": stamp(2)})
     execute(warehouse, "INSERT INTO alerts (turbine_id, kind, start_ts) VALUES ('B', 'stopped', $ts)",
             {"ts": stamp(4)})
     farms = detect(warehouse, ["north", "south"])["farms"]
     assert farms.set_index("farm_id")["recompute_from"].to_dict() == {
-        "north": stamp(4), "south": stamp(7)}  # south: its newest prediction, recompute_days 0
-    newest_minus_a_day = detect(warehouse, ["north"], recompute_days=1)["farms"]
-    assert newest_minus_a_day["recompute_from"].iloc[0] == stamp(9) - pd.Timedelta(days=1)
+        "north": stamp(4), "south": stamp(2)}  # new predictions: north's A 9, south's C 7
+    execute(warehouse, "UPDATE alerts SET end_ts = $ts", {"ts": stamp(5)})
+    assert detect(warehouse, ["north"])["farms"]["recompute_from"].iloc[0] == stamp(9)
 
 
 def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
     """With day sums kept for days before `recompute_from` holding enough evidence for
-    every turbine of the farm, the records read start at that day, not lookback_days
-    back; the day sums come with them."""
+    every turbine of the farm, the kept evidence terms read start at that day, not
+    lookback_days back; the day sums come with them; no prediction before
+    `recompute_from` is read."""
     late = pd.Timestamp("2015-03-10", tz="UTC")
     for turbine in "AB":
         execute(warehouse, "INSERT INTO predictions (turbine_id, ts, model_version, scored_at) "
@@ -146,11 +158,14 @@ def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
         for day in range(1, 10):
             execute(warehouse, "INSERT INTO detector_days VALUES ($t, $d, 60, 0, 0, 0, 0, 0)",
                     {"t": turbine, "d": pd.Timestamp(f"2015-03-{day:02d}").date()})
+        keep_evidence(warehouse, turbine, list(pd.date_range("2015-03-01 12:00", periods=9, freq="D",
+                                                             tz="UTC")))
     execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
             {"at": scored_at(19)})
     inputs = detect(warehouse, ["north"], lookback_days=30, evidence=100)  # 2 days of 60 evidence records
     assert inputs["farms"]["recompute_from"].iloc[0] == late
     late_stamp = int((late - T0) / pd.Timedelta(minutes=10))
-    assert rows(inputs["predictions"]) == {("A", late_stamp), ("B", late_stamp)}  # not those of 2015-03-01
+    assert rows(inputs["predictions"]) == {("A", late_stamp), ("B", late_stamp)}
+    assert set(inputs["carried"]["ts"]) == {pd.Timestamp(f"2015-03-0{day} 12:00", tz="UTC") for day in (8, 9)}
     days = pd.to_datetime(inputs["known_days"]["day"])
     assert days.min() == pd.Timestamp("2015-03-05") and days.max() == pd.Timestamp("2015-03-09")  # 3 before

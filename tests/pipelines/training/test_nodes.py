@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import LHB, PARAMETERS
-from turbine_monitor.nbm import IecPowerCurve, make_features, nearest_turbines
+from turbine_monitor.nbm import IecPowerCurve, make_features, nearest_turbines, trailing_mean_and_std
 from turbine_monitor.pipelines.training.nodes import (
     decide_promotion,
     fit_power_model,
@@ -199,3 +199,24 @@ def test_nothing_to_train_on_gives_no_model_and_no_release():
     assert isinstance(model, Skipped)
     release, metrics = decide_promotion(model, champions(), empty, predict_holdout(model, empty), LHB)
     assert isinstance(release, Skipped) and metrics == {} and LHB.farm_id in release.reason
+
+
+@pytest.mark.parametrize("window", ["30min", "180min"])
+def test_trailing_windows_equal_pandas_time_based_rolling(window):
+    """Three turbines with records missing (gaps of any length) and NaN wind speeds: the
+    trailing mean and deviation equal pandas' `rolling(window, min_periods=1)` per turbine."""
+    rng = np.random.default_rng(3)
+    stamps = pd.date_range("2015-01-01", periods=2000, freq="10min", tz="UTC")
+    frames = []
+    for turbine in ("A", "B", "C"):
+        kept = stamps[rng.random(len(stamps)) > 0.3]
+        wind = rng.normal(8, 2, len(kept))
+        wind[rng.random(len(kept)) < 0.1] = np.nan
+        frames.append(pd.DataFrame({"turbine_id": turbine, "ts": kept, "wind": wind}))
+    rows = pd.concat(frames, ignore_index=True)
+    by_turbine = rows["wind"].set_axis(pd.DatetimeIndex(rows["ts"])).groupby(rows["turbine_id"].to_numpy())
+    rolling = by_turbine.rolling(window, min_periods=1)
+    mean, std = trailing_mean_and_std(rows["wind"].to_numpy(), rows["turbine_id"].to_numpy(), rows["ts"],
+                                      pd.Timedelta(window))
+    np.testing.assert_allclose(mean, rolling.mean().to_numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(std, rolling.std().to_numpy(), rtol=1e-9, atol=1e-9)

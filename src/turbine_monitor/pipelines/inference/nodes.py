@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS, detect
-from turbine_monitor.nbm import make_features
+from turbine_monitor.detection import detect
+from turbine_monitor.nbm import make_features, model_inputs
 from turbine_monitor.values import AlertUpdate, FarmModels, FarmResult, Partitions, RegisteredModel
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
     `params["history_hours"]` of it before each farm's first unscored row). Every row
     gets a prediction row: one the model cannot score (no wind speed) gets NULL expected
     power and an `unscored_reason`, so it is neither dropped nor retried. Derated or
-    faulty rows are scored like any other. The features are computed once for all the
-    farms whose models read the same windows; scikit-learn predicts on at most
+    faulty rows are scored like any other. The features are computed and selected once
+    for all the farms whose models read the same ones; scikit-learn predicts on at most
     `params["predict_threads"]` threads."""
     models, failures = _champions(scada["farm_id"][~scada["scored"]].unique(), champions, "scoring")
     for farm, model in list(models.items()):
@@ -54,19 +54,20 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
     with threadpool_limits(params["predict_threads"], user_api="openmp"):
         for farms in _same_features(models):
             rows = scada[scada["farm_id"].isin(farms)]
+            first = models[farms[0]].power_model
             nearest = {t: n for farm in farms for t, n in models[farm].power_model.nearest.items()}
-            features = make_features(rows, models[farms[0]].power_model.windows, nearest)
+            positions = {t: p for farm in farms for t, p in models[farm].power_model.positions.items()}
+            inputs = model_inputs(make_features(rows, first.windows, nearest), first.feature_names, positions)
             unscored = np.flatnonzero(~rows["scored"].to_numpy())
             by_farm = pd.Series(unscored).groupby(rows["farm_id"].to_numpy()[unscored], sort=False).indices
-            for farm, positions in by_farm.items():
-                at, model = unscored[positions], models[farm]
+            for farm, at in by_farm.items():
+                model = models[farm]
                 try:
-                    expected.append(model.power_model.predict_features(
-                        model.power_model.select_features(features.iloc[at])))
+                    expected.append(model.power_model.predict_features(inputs.iloc[unscored[at]]))
                 except Exception as exc:  # noqa: BLE001 - one farm's model must not stop the others
                     failures[farm] = exc
                     continue
-                scored.append(rows.index[at])
+                scored.append(rows.index[unscored[at]])
                 versions.append(np.full(len(at), model.version))
     if not scored:
         logger.info("Scored no rows.")
@@ -83,10 +84,12 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
 
 
 def _same_features(models: dict[str, RegisteredModel]) -> list[list[str]]:
-    """The farms in groups whose models read the same trailing windows."""
-    groups: dict[tuple[str, ...], list[str]] = {}
+    """The farms in groups whose models read the same features (trailing windows and
+    columns)."""
+    groups: dict[tuple, list[str]] = {}
     for farm, model in models.items():
-        groups.setdefault(tuple(model.power_model.windows), []).append(farm)
+        features = (*model.power_model.windows, "|", *model.power_model.feature_names)
+        groups.setdefault(features, []).append(farm)
     return list(groups.values())
 
 
@@ -111,30 +114,32 @@ def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, par
     change, judged against the calibration shipped with its champion.
     `inputs["farms"]` says, per farm, from when episodes are recomputed
     (`recompute_from`) and the newest `scored_at` read; `inputs["predictions"]` holds
-    the farms' predictions from there on, and the window before it for the detector's
-    trailing sums; `inputs["known_days"]` the day sums earlier runs kept. Episodes
-    starting before `recompute_from` are final."""
+    the farms' predictions from there on, `inputs["carried"]` the evidence terms earlier
+    runs kept for the window before it, and `inputs["known_days"]` their day sums.
+    Episodes starting before `recompute_from` are final."""
     models, failures = _champions(inputs["farms"]["farm_id"], champions, "alert detection")
-    farms = inputs["farms"][inputs["farms"]["farm_id"].isin(models)].set_index("farm_id")
-    predictions = inputs["predictions"]
-    if len(farms) < len(inputs["farms"]):
-        predictions = predictions[predictions["farm_id"].isin(farms.index)]
+    farms = inputs["farms"][inputs["farms"]["farm_id"].isin(models)]
+    predictions, carried = (inputs[name][inputs[name]["farm_id"].isin(farms["farm_id"])]
+                            for name in ("predictions", "carried"))
     if predictions.empty:
-        return FarmResult([], failures)
-    calibration = pd.concat([models[farm].power_model.calibration for farm in farms.index], ignore_index=True)
-    farm_of = predictions.drop_duplicates("turbine_id").set_index("turbine_id")["farm_id"]
+        return FarmResult(None, failures)
+    calibration = pd.concat([models[farm].power_model.calibration for farm in farms["farm_id"]],
+                            ignore_index=True)
+    farm_of = pd.concat([predictions, carried])[["turbine_id", "farm_id"]].drop_duplicates(
+        "turbine_id").set_index("turbine_id")["farm_id"]
+    since = farms.set_index("farm_id")["recompute_from"]
     detection = detect(predictions, calibration, params, inputs["known_days"],
-                       days_from=farm_of.map(farms["recompute_from"]))
-    episodes = detection.episodes.assign(farm_id=detection.episodes["turbine_id"].map(farm_of))
-    episodes = episodes[episodes["start_ts"] >= episodes["farm_id"].map(farms["recompute_from"])]
-    episodes_of = dict(list(episodes.groupby("farm_id", sort=False)))
-    days_of = dict(list(detection.days.groupby(detection.days["turbine_id"].map(farm_of), sort=False)))
-    updates = [AlertUpdate(
-        farm_id=farm, since=farm_row.recompute_from,
-        episodes=episodes_of.get(farm, episodes.iloc[:0])[EPISODE_COLUMNS].reset_index(drop=True),
-        days=days_of.get(farm, detection.days.iloc[:0])[DAY_COLUMNS].reset_index(drop=True),
-        scored_through=farm_row.scored_through) for farm, farm_row in farms.iterrows()]
-    return FarmResult(updates, failures)
+                       days_from=farm_of.map(since), carried=carried.drop(columns="farm_id"))
+    episodes = detection.episodes[detection.episodes["start_ts"]
+                                  >= detection.episodes["turbine_id"].map(farm_of).map(since)]
+    first_run = detection.stop_runs.groupby(detection.stop_runs["turbine_id"].map(farm_of))["start_ts"].min()
+    resume_from = pd.to_datetime(farms["farm_id"].map(first_run.to_dict()), utc=True)
+    update = AlertUpdate(
+        farms=pd.DataFrame({"farm_id": farms["farm_id"], "since": farms["recompute_from"],
+                            "scored_through": farms["scored_through"], "resume_from": resume_from,
+                            }).reset_index(drop=True),
+        episodes=episodes.reset_index(drop=True), days=detection.days, evidence=detection.evidence)
+    return FarmResult(update, failures)
 
 
 def _champions(farms: Any, champions: FarmModels, work: str) -> tuple[dict[str, RegisteredModel],

@@ -42,12 +42,12 @@ def rows_to_score(farms: list[str], history_hours: float) -> WarehouseQuery:
 
 
 def _last_detection() -> str:
-    """SQL: per farm of `farm`, the newest `scored_at` its last detection read (a
-    warehouse's row from before farms counts for every farm)."""
+    """SQL: per farm of `farm`, how far its last detection read: the newest `scored_at`
+    (`scored_through`) and the first timestamp of its earliest stop run still in
+    progress (`resume_from`, NULL: none)."""
     return """last_detection AS (
-            SELECT f.farm_id, max(d.scored_through) AS scored_through
-            FROM (SELECT DISTINCT farm_id FROM farm) f
-            LEFT JOIN alert_detection d ON d.farm_id = f.farm_id OR d.farm_id IS NULL
+            SELECT f.farm_id, max(d.scored_through) AS scored_through, min(d.resume_from) AS resume_from
+            FROM (SELECT DISTINCT farm_id FROM farm) f LEFT JOIN alert_detection d USING (farm_id)
             GROUP BY f.farm_id)"""
 
 
@@ -64,16 +64,18 @@ def detection_work(window_evidence_records: int) -> WarehouseQuery:
         GROUP BY f.farm_id ORDER BY f.farm_id""", {"window_evidence_records": window_evidence_records})
 
 
-def detection_inputs(farms: list[str], recompute_days: float, lookback_days: float, baseline_days: int,
+def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
                      window_evidence_records: int) -> dict[str, WarehouseQuery]:
     """What a detection run of `farms` reads, in one snapshot, per farm:
 
     - `farms`: its `recompute_from`, the earliest of: the farm's first prediction scored
-      since its last detection, the start of an open alert of the farm, and
-      `recompute_days` before its newest prediction (a stoppage not yet confirmed may
-      reach back); and `scored_through`, the newest `scored_at` read.
-    - `predictions` (with `farm_id`): the farm's predictions whose alert episodes can
-      still change, from `recompute_from` on, and the window before it that the
+      since its last detection, the start of an open alert of the farm, and the start of
+      a stop run still in progress at its last detection (not yet confirmed, or not yet
+      over); and `scored_through`, the newest `scored_at` read. Episodes starting
+      earlier are final.
+    - `predictions` (with `farm_id`): the farm's predictions from `recompute_from` on.
+    - `carried` (with `farm_id`): the terms of the farm's evidence records that earlier
+      runs kept (`detector_evidence`), for the window before `recompute_from` that the
       detector's trailing sums read: back to the day by which every turbine of the farm
       has `window_evidence_records` evidence records (`detector_days`), at most
       `lookback_days`.
@@ -81,49 +83,47 @@ def detection_inputs(farms: list[str], recompute_days: float, lookback_days: flo
       `baseline_days` before that window to the day before `recompute_from`'s.
     """
     ctes = f"""WITH {_FARMS}, {_last_detection()},
-        -- Not materialized: read twice, a materialized copy would hold every prediction of
-        -- the farms in memory (2 GB for 400 turbines' year) where each read scans a column.
-        farm_predictions AS NOT MATERIALIZED (
-            SELECT p.*, f.farm_id FROM predictions p JOIN farm f USING (turbine_id)),
         open_alerts AS (SELECT f.farm_id, min(a.start_ts) AS start_ts
             FROM alerts a JOIN farm f USING (turbine_id) WHERE a.end_ts IS NULL GROUP BY f.farm_id),
         since AS (
-            SELECT p.farm_id, least(
-                max(p.ts) - $recompute_days * INTERVAL '1 day',
-                min(o.start_ts),
-                min(p.ts) FILTER (WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ))
-            ) AS ts, max(p.scored_at) AS scored_through
-            FROM farm_predictions p JOIN last_detection l USING (farm_id)
+            SELECT f.farm_id, least(min(p.ts), min(o.start_ts), min(l.resume_from)) AS ts,
+                   max(p.scored_at) AS scored_through
+            FROM predictions p JOIN farm f USING (turbine_id) JOIN last_detection l USING (farm_id)
             LEFT JOIN open_alerts o USING (farm_id)
-            GROUP BY p.farm_id),
+            WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ)
+            GROUP BY f.farm_id),
         reach AS (  -- per turbine, the latest day by which it has enough evidence before `since`
             SELECT farm_id, turbine_id, max(day) AS day FROM (
                 SELECT f.farm_id, d.turbine_id, d.day, sum(d.evidence) OVER (
                     PARTITION BY d.turbine_id ORDER BY d.day DESC) AS evidence_back
                 FROM detector_days d JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
-                WHERE d.day < CAST(since.ts AS DATE)) days
+                WHERE d.day < CAST(since.ts AS DATE)
+                  AND d.day >= CAST(since.ts - $lookback_days * INTERVAL '1 day' AS DATE)) days
             WHERE evidence_back >= $window_evidence_records GROUP BY farm_id, turbine_id),
-        window_start AS (
-            SELECT since.farm_id, CASE
-                WHEN (SELECT count(*) FROM reach r WHERE r.farm_id = since.farm_id)
-                     = (SELECT count(*) FROM farm f WHERE f.farm_id = since.farm_id)
-                THEN greatest(
-                    CAST((SELECT min(day) FROM reach r WHERE r.farm_id = since.farm_id) AS TIMESTAMPTZ),
-                    since.ts - $lookback_days * INTERVAL '1 day')
+        window_start AS (  -- the earliest of those days if every turbine of the farm has one
+            SELECT since.farm_id, CASE WHEN count(r.turbine_id) = min(n.turbines)
+                THEN greatest(CAST(min(r.day) AS TIMESTAMPTZ), since.ts - $lookback_days * INTERVAL '1 day')
                 ELSE since.ts - $lookback_days * INTERVAL '1 day' END AS ts
-            FROM since)"""
-    arguments = {"farms": list(farms), "recompute_days": recompute_days, "lookback_days": lookback_days,
+            FROM since
+            JOIN (SELECT farm_id, count(*) AS turbines FROM farm GROUP BY farm_id) n USING (farm_id)
+            LEFT JOIN reach r USING (farm_id)
+            GROUP BY since.farm_id, since.ts)"""
+    arguments = {"farms": list(farms), "lookback_days": lookback_days,
                  "window_evidence_records": window_evidence_records}
-    predictions = WarehouseQuery(f"""{ctes}
-        SELECT p.turbine_id, p.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw
-        FROM farm_predictions p JOIN window_start w USING (farm_id)
-        WHERE p.ts >= w.ts""", arguments)
     farms_since = WarehouseQuery(f"""{ctes}
         SELECT farm_id, ts AS recompute_from, scored_through FROM since ORDER BY farm_id""", arguments)
+    predictions = WarehouseQuery(f"""{ctes}
+        SELECT p.turbine_id, f.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw
+        FROM predictions p JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
+        WHERE p.ts >= since.ts""", arguments)
+    carried = WarehouseQuery(f"""{ctes}
+        SELECT e.*, f.farm_id FROM detector_evidence e JOIN farm f USING (turbine_id)
+        JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
+        WHERE e.ts >= w.ts AND e.ts < since.ts""", arguments)
     known_days = WarehouseQuery(f"""{ctes}
         SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id)
         JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
         WHERE d.day < CAST(since.ts AS DATE)
           AND d.day >= CAST(w.ts AS DATE) - CAST($baseline_days AS INTEGER)""",
                                 {**arguments, "baseline_days": baseline_days})
-    return {"farms": farms_since, "predictions": predictions, "known_days": known_days}
+    return {"farms": farms_since, "predictions": predictions, "carried": carried, "known_days": known_days}
