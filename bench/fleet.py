@@ -16,7 +16,8 @@ temporary sandbox:
 4. live runs: one new 10-minute stamp of every turbine lands (one file per farm) and the
    inference pipeline runs (ingest, score, detect): its pipeline time, median of
    `--live-runs`;
-5. the process's peak RSS over all of it.
+5. the process's peak RSS through the backlog (ingest, train, score, detect: the
+   target's) and through the live runs too.
 
 Then one table, and the targets: ingestion and backlog scoring throughput at 100 farms
 within 25 % of 1 farm's and of 10 farms' respectively, a live run of 100 farms at most 3x
@@ -115,6 +116,7 @@ def measure(size: int, days: int, live_runs: int, root: Path) -> dict:
     result["detection_s"] = timer.seconds["node:update_alerts"] + timer.seconds["save:alerts"]
     result["scored"] = sandbox.scalar("SELECT count(*) FROM predictions")
     result["alerts"] = sandbox.scalar("SELECT count(*) FROM alerts")
+    result["peak_rss_backlog_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     records = source_records()[0]
     live = []
@@ -174,7 +176,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         ("  alert detection, s", lambda r: f"{r['detection_s']:>11.1f}"),
         ("live run (one stamp of every turbine), s", lambda r: f"{r['live_s']:>11.2f}"),
         ("rows left unscored after the live runs", lambda r: f"{r['unscored']:>11,}"),
-        ("peak RSS of the whole backlog, MB", lambda r: f"{r['peak_rss_mb']:>11,.0f}"),
+        ("peak RSS through the backlog, MB", lambda r: f"{r['peak_rss_backlog_mb']:>11,.0f}"),
+        ("peak RSS through the live runs too, MB", lambda r: f"{r['peak_rss_mb']:>11,.0f}"),
     ]
     for label, cell in rows:
         print(f"{label:<44}" + "".join(cell(r) for r in results))
@@ -187,7 +190,7 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
             ("live run, 100 farms / 1 farm", hundred["live_s"] / one["live_s"], "<=", 3.0),
             ("backlog scoring throughput, 100 farms / 10 farms", (hundred["scored"] / hundred["scoring_s"])
              / (ten["scored"] / ten["scoring_s"]), ">=", 0.75),
-            ("peak RSS of 100 farms, GB", hundred["peak_rss_mb"] / 1024, "<=", 1.5),
+            ("peak RSS of the 100-farm backlog, GB", hundred["peak_rss_backlog_mb"] / 1024, "<=", 1.5),
         ]
         print()
         for label, value, op, target in checks:
