@@ -11,6 +11,7 @@ No feature looks at a later record, at pitch, or at any turbine's power.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mlflow.pyfunc
@@ -94,21 +95,18 @@ def trailing_mean_and_std(values: np.ndarray, turbine: np.ndarray, ts: pd.Series
     valid = np.isfinite(values)
     width = int((k - first).max(initial=-1)) + 1
 
-    def over_window(term: np.ndarray) -> np.ndarray:
+    def over_window(term: Callable[[np.ndarray], np.ndarray | float]) -> np.ndarray:
+        """Sum of `term(j)` over the valid rows j of each row's window."""
         total = np.zeros(len(values))
         for back in range(width):
-            inside = (k - back >= first) & valid[np.maximum(k - back, 0)]
-            total += np.where(inside, term[np.maximum(k - back, 0)], 0.0)
+            j = np.maximum(k - back, 0)
+            total += np.where((k - back >= first) & valid[j], term(j), 0.0)
         return total
 
-    count = over_window(np.ones(len(values)))
+    count = over_window(lambda j: 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, over_window(np.where(valid, values, 0.0)) / count, np.nan)
-        squares = np.zeros(len(values))
-        for back in range(width):
-            j = np.maximum(k - back, 0)
-            inside = (k - back >= first) & valid[j]
-            squares += np.where(inside, (values[j] - mean) ** 2, 0.0)
+        mean = np.where(count > 0, over_window(lambda j: values[j]) / count, np.nan)
+        squares = over_window(lambda j: (values[j] - mean) ** 2)
         std = np.where(count > 1, np.sqrt(squares / (count - 1)), np.nan)
     return mean, std
 

@@ -54,10 +54,11 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
     with threadpool_limits(params["predict_threads"], user_api="openmp"):
         for farms in _same_features(models):
             rows = scada[scada["farm_id"].isin(farms)]
-            first = models[farms[0]].power_model
+            shared = models[farms[0]].power_model  # the group's windows and feature names
             nearest = {t: n for farm in farms for t, n in models[farm].power_model.nearest.items()}
             positions = {t: p for farm in farms for t, p in models[farm].power_model.positions.items()}
-            inputs = model_inputs(make_features(rows, first.windows, nearest), first.feature_names, positions)
+            features = make_features(rows, shared.windows, nearest)
+            inputs = model_inputs(features, shared.feature_names, positions)
             unscored = np.flatnonzero(~rows["scored"].to_numpy())
             by_farm = pd.Series(unscored).groupby(rows["farm_id"].to_numpy()[unscored], sort=False).indices
             for farm, at in by_farm.items():
