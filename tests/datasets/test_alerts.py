@@ -4,6 +4,8 @@ ones final, other farms untouched, the detector's day sums kept."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 import pandas as pd
 import pytest
@@ -130,3 +132,16 @@ def test_kept_evidence_terms_are_replaced_from_since_on_and_an_unfinished_stop_r
     assert con.sql("SELECT resume_from FROM alert_detection WHERE farm_id = 'lhb'").fetchall() == [
         (T0 + pd.Timedelta(hours=3.5),)]
     con.close()
+
+
+def test_evidence_terms_are_stored_in_time_order(alerts, tmp_path):
+    # Several turbines' terms, turbine by turbine as the detector returns them: stored by
+    # time, so that a run reading the window before its `since` skips older row groups.
+    update = frame(since_h=0, evidence_h=(1, 2, 3))
+    other = update.evidence.assign(turbine_id="R80721")
+    alerts.save(replace(update, evidence=pd.concat([update.evidence, other], ignore_index=True)))
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    stored = con.execute("SELECT ts, turbine_id FROM detector_evidence ORDER BY rowid").fetchall()
+    con.close()
+    assert len(stored) == 6
+    assert stored == sorted(stored)

@@ -13,6 +13,14 @@ functions), attaching and detaching a file ~1 ms, and detaching releases the fil
 lock as closing does. That database holds at most `memory_limit` (its cache of the
 file's blocks, indexes, intermediate results; `warehouse.memory_limit` in globals.yml)
 and spills beyond it to `<warehouse file>.tmp/`.
+
+The records of `scada` and `detector_evidence` are written in time order
+(`TIME_ORDER`): DuckDB keeps each row group's minimum and maximum per column and skips
+the row groups that a filter on `ts` (a constant, or one it derives from a join)
+excludes, so a run that reads the last hours of every turbine reads the row groups
+that hold them, not the table; a farm's year of backlog written turbine by turbine
+would put a whole year in every row group. (`predictions` is not: DuckDB applies an
+`INSERT ... ON CONFLICT` in key order, turbine by turbine, whatever the order given.)
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ MIGRATIONS = {
     # reads every farm's predictions once, and keeps the evidence terms from then on.
     "detect alerts anew with kept evidence": "DELETE FROM alert_detection; DELETE FROM detector_days",
 }
+#: The order rows are inserted in (see the module docstring).
+TIME_ORDER = "ORDER BY ts, turbine_id"
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
 _ALIAS = "warehouse"
@@ -351,8 +361,8 @@ class ScadaTableDataset(_WarehouseDataset):
                 CREATE TEMP TABLE accepted AS
                 SELECT * EXCLUDE (source_row), now() AS ingested_at
                 FROM new_rows ANTI JOIN clashes USING (source_file, source_row)""")
-            con.execute("INSERT INTO scada BY NAME SELECT * FROM accepted")
-            con.execute("INSERT INTO scoring_queue SELECT turbine_id, ts FROM accepted")
+            con.execute(f"INSERT INTO scada BY NAME SELECT * FROM accepted {TIME_ORDER}")
+            con.execute(f"INSERT INTO scoring_queue SELECT turbine_id, ts FROM accepted {TIME_ORDER}")
             con.execute("""
                 INSERT INTO scada_quarantine BY NAME
                 SELECT q.*, now() AS quarantined_at
@@ -439,7 +449,7 @@ class AlertsDataset(_WarehouseDataset):
                 DELETE FROM detector_evidence e USING turbines t, updated_farms u
                 WHERE e.ts >= $earliest AND t.turbine_id = e.turbine_id AND u.farm_id = t.farm_id
                   AND e.ts >= u.since""", {"earliest": update.farms["since"].min()})
-            con.execute("INSERT INTO detector_evidence BY NAME SELECT * FROM updated_evidence")
+            con.execute(f"INSERT INTO detector_evidence BY NAME SELECT * FROM updated_evidence {TIME_ORDER}")
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
             con.execute("INSERT INTO alert_detection BY NAME "
                         "SELECT farm_id, scored_through, resume_from FROM updated_farms")
