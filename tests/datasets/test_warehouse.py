@@ -158,9 +158,10 @@ def test_kill_9_during_commit_leaves_no_half_ingested_file(workspace):
 
 def test_a_warehouse_from_an_earlier_version_is_migrated_once(tmp_path):
     """A warehouse from before the scoring queue and the detector's kept evidence (and
-    before farms): its unscored row joins the queue, and its alert detection starts
-    over (the next run reads every farm's predictions once and keeps their evidence
-    terms); a later process's connection applies neither again."""
+    before farms, and with keys on `scada` and `predictions`): its unscored row joins
+    the queue, its alert detection starts over (the next run reads every farm's
+    predictions once and keeps their evidence terms), and `scada` and `predictions` are
+    rebuilt without keys, rows kept; a later process's connection applies none again."""
     import duckdb
 
     from turbine_monitor.datasets.warehouse import connect
@@ -190,6 +191,11 @@ def test_a_warehouse_from_an_earlier_version_is_migrated_once(tmp_path):
 
     with connect(path, lock_timeout_s=5) as con:
         assert con.sql("SELECT turbine_id, ts FROM scoring_queue").fetchall() == [("R80711", ts[1])]
+        assert con.sql("SELECT ts FROM scada ORDER BY rowid").fetchall() == [(t,) for t in ts]
+        assert con.sql("SELECT turbine_id, ts, model_version FROM predictions").fetchall() == [
+            ("R80711", ts[0], "1")]
+        assert con.sql("SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                       "AND table_name IN ('scada', 'predictions')").fetchall() == [(0,)]
         assert con.sql("SELECT count(*) FROM alert_detection").fetchall() == [(0,)]
         assert con.sql("SELECT count(*) FROM detector_days").fetchall() == [(0,)]
         con.execute("INSERT INTO alert_detection (farm_id, scored_through) VALUES ('lhb', now())")
@@ -212,3 +218,26 @@ def test_duckdb_holds_at_most_the_memory_limit_and_spills_beyond_it(tmp_path):
         assert con.execute(sort).fetchall()[0][0] == 11_000_000
     with connect(path, lock_timeout_s=5) as con:  # no limit: DuckDB's default again
         assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != "61.0 MiB"
+
+
+def test_a_prediction_is_saved_only_for_a_row_still_in_the_queue(tmp_path):
+    """Two runs that scored the same rows (a run's save came after another had taken
+    them off the queue): the second saves nothing, so each row has one prediction; a
+    row that was never queued gets none."""
+    from turbine_monitor.datasets.warehouse import connect
+
+    path = tmp_path / "w.duckdb"
+    ts = [pd.Timestamp("2015-01-01", tz="UTC") + pd.Timedelta(minutes=10 * i) for i in range(4)]
+    with connect(path, lock_timeout_s=5) as con:
+        con.executemany("INSERT INTO scoring_queue VALUES ('R80711', $1)", [[t] for t in ts[:3]])
+    predictions = DuckDBQueryDataset(filepath=str(path), table="predictions", dequeue="scoring_queue",
+                                     lock_timeout_s=5)
+    scored = pd.DataFrame({"turbine_id": "R80711", "ts": ts, "expected_power_kw": 100.0, "power_kw": 90.0,
+                           "residual_kw": -10.0, "wind_speed_ms": 7.0, "model_version": "1",
+                           "unscored_reason": None})
+    predictions.save(scored.iloc[:2])
+    predictions.save(scored.assign(model_version="2"))  # rows 0 and 1 were taken already
+    with connect(path, lock_timeout_s=5) as con:
+        assert con.sql("SELECT ts, model_version FROM predictions ORDER BY ts").fetchall() == [
+            (ts[0], "1"), (ts[1], "1"), (ts[2], "2")]
+        assert con.sql("SELECT count(*) FROM scoring_queue").fetchall() == [(0,)]
