@@ -81,15 +81,13 @@ class Sandbox:
                       "warehouse": str(warehouse or current.get("warehouse", self.root / "warehouse.duckdb")),
                       "reporting": str(self.root / "reporting"),
                       "model_cache": str(self.root / "models")},
-            "warehouse": {**self._base_globals()["warehouse"], "lock_timeout_s": lock_timeout_s}})
+            "warehouse": {**load_config("globals", self.conf, env="base")["warehouse"],
+                          "lock_timeout_s": lock_timeout_s}})
         if not (self.conf / "local" / "farms.yml").exists():
             history = raw / "la-haute-borne-scada-2014.parquet"
             self.set_farms({"la-haute-borne": {
                 "assets": str(raw / "la-haute-borne-asset-table.csv"), "format": "la_haute_borne",
                 "landing": str(self.landing), **({"history": str(history)} if history.exists() else {})}})
-
-    def _base_globals(self) -> dict:
-        return yaml.safe_load((self.conf / "base" / "globals.yml").read_text())
 
     def globals(self) -> dict:
         return yaml.safe_load((self.conf / "local" / "globals.yml").read_text())
