@@ -162,6 +162,61 @@ def model_inputs(features: pd.DataFrame, feature_names: list[str],
     return selected.assign(turbine=features["turbine_id"].map(positions))[feature_names]
 
 
+@dataclass(frozen=True)
+class CompiledForest:
+    """A fitted `HistGradientBoostingRegressor` (squared error, numeric features) as flat
+    node arrays that predict a few rows in a handful of vectorised steps: scikit-learn's
+    `predict` costs ~2 ms a call whatever the rows (a Python call per tree), which a live
+    run of 100 farms pays 100 times; this ~0.3 ms. Predictions equal scikit-learn's to
+    the last bit: the same comparisons (NaN follows `missing_go_to_left`, else
+    `x <= threshold` goes left) and the trees summed in scikit-learn's order onto its
+    baseline. For many rows scikit-learn is faster (Cython over rows); the caller chooses."""
+
+    feature: np.ndarray       # per node: the feature it compares
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    left: np.ndarray          # per node: its children, as indices into these arrays
+    right: np.ndarray
+    leaf: np.ndarray
+    value: np.ndarray         # per node: the leaf value
+    roots: np.ndarray         # per tree, in boosting order: its root node
+    baseline: float
+
+    @classmethod
+    def of(cls, estimator: HistGradientBoostingRegressor) -> CompiledForest:
+        """The forest of `estimator`; ValueError for a model it cannot represent."""
+        if estimator.loss != "squared_error" or estimator.is_categorical_ is not None:
+            raise ValueError("only squared-error models on numeric features compile")
+        trees = [predictors[0].nodes for predictors in estimator._predictors]
+        roots = np.cumsum([0] + [len(nodes) for nodes in trees])[:-1]
+        nodes = np.concatenate(trees)
+        shift = np.repeat(roots, [len(nodes) for nodes in trees])
+        return cls(feature=nodes["feature_idx"].astype(np.int32),
+                   threshold=nodes["num_threshold"].astype(np.float64),
+                   missing_left=nodes["missing_go_to_left"].astype(bool),
+                   left=(nodes["left"] + shift).astype(np.int32),
+                   right=(nodes["right"] + shift).astype(np.int32),
+                   leaf=nodes["is_leaf"].astype(bool), value=nodes["value"].astype(np.float64),
+                   roots=roots.astype(np.int32), baseline=float(np.ravel(estimator._baseline_prediction)[0]))
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Predictions for the rows of `inputs` (float64, the features in the model's order)."""
+        node = np.broadcast_to(self.roots, (len(inputs), len(self.roots))).copy()
+        row = np.broadcast_to(np.arange(len(inputs))[:, None], node.shape).ravel()
+        node, active = node.ravel(), np.flatnonzero(~self.leaf[node.ravel()])
+        while len(active):  # walk the paths not at a leaf yet one level down
+            at = node[active]
+            x = inputs[row[active], self.feature[at]]
+            go_left = np.where(np.isnan(x), self.missing_left[at], x <= self.threshold[at])
+            node[active] = np.where(go_left, self.left[at], self.right[at])
+            active = active[~self.leaf[node[active]]]
+        leaf_values = self.value[node].reshape(len(inputs), len(self.roots))
+        total = np.full(len(inputs), self.baseline)
+        for tree in range(len(self.roots)):  # scikit-learn's order of summation
+            total += leaf_values[:, tree]
+        return total
+
+
 @dataclass
 class PowerModel:
     """Expected active power (kW) from `scada` rows, with what inference needs to judge
@@ -176,6 +231,8 @@ class PowerModel:
     trained_from: pd.Timestamp
     trained_until: pd.Timestamp
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: The estimator compiled for small batches (scoring's serving form; None: not compiled).
+    forest: CompiledForest | None = None
 
     @property
     def history_needed(self) -> pd.Timedelta:
@@ -207,10 +264,14 @@ class PowerModel:
             return np.array([], dtype="float64")
         return self.predict_features(self.features(scada))
 
-    def predict_features(self, features: pd.DataFrame) -> np.ndarray:
+    def predict_features(self, features: pd.DataFrame, compiled_max_rows: int = 0) -> np.ndarray:
         """Expected power in kW from `select_features` output; NaN where the wind speed
-        is missing."""
-        expected = self.estimator.predict(features)
+        is missing. At most `compiled_max_rows` rows are predicted by the compiled
+        `forest`, if any (the same predictions, faster for a few rows)."""
+        if self.forest is not None and len(features) <= compiled_max_rows:
+            expected = self.forest.predict(features.to_numpy(dtype="float64"))
+        else:
+            expected = self.estimator.predict(features)
         return np.where(features["wind_speed"].isna().to_numpy(), np.nan, expected)
 
     @staticmethod

@@ -7,9 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
 
 from tests.conftest import LHB, PARAMETERS
-from turbine_monitor.nbm import IecPowerCurve, make_features, nearest_turbines, trailing_mean_and_std
+from turbine_monitor.nbm import (
+    CompiledForest,
+    IecPowerCurve,
+    make_features,
+    nearest_turbines,
+    trailing_mean_and_std,
+)
 from turbine_monitor.pipelines.training.nodes import (
     decide_promotion,
     fit_power_model,
@@ -220,3 +227,35 @@ def test_trailing_windows_equal_pandas_time_based_rolling(window):
                                       pd.Timedelta(window))
     np.testing.assert_allclose(mean, rolling.mean().to_numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(std, rolling.std().to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_a_compiled_forest_predicts_exactly_what_scikit_learn_predicts():
+    """Missing values on both sides of the splits, values exactly on a threshold, a
+    feature never split on: the compiled forest's predictions are scikit-learn's, bit
+    for bit, whatever the number of rows."""
+    rng = np.random.default_rng(7)
+    names = ["wind_speed", "temperature", "turbine", "unused"]
+    train = pd.DataFrame(rng.normal(8, 4, (3000, 4)), columns=names)
+    train.loc[rng.random(3000) < 0.15, "wind_speed"] = np.nan
+    train["turbine"] = rng.integers(0, 4, 3000).astype(float)
+    target = np.nan_to_num(train["wind_speed"], nan=3.0) ** 3 + 20 * train["turbine"] + rng.normal(0, 5, 3000)
+    estimator = HistGradientBoostingRegressor(max_iter=40, max_leaf_nodes=31, random_state=0)
+    estimator.fit(train[["wind_speed", "temperature", "turbine"]], target)
+    forest = CompiledForest.of(estimator)
+    rows = pd.DataFrame(rng.normal(8, 6, (500, 3)), columns=names[:3])
+    rows.loc[rng.random(500) < 0.2, "temperature"] = np.nan
+    rows.loc[rng.random(500) < 0.2, "wind_speed"] = np.nan
+    thresholds = forest.threshold[~forest.leaf & (forest.feature == 0)]
+    rows.loc[:len(thresholds) - 1, "wind_speed"] = thresholds[:500]
+    rows["turbine"] = rng.integers(0, 4, 500).astype(float)
+    for n in (1, 4, 500):
+        assert np.array_equal(forest.predict(rows.head(n).to_numpy()), estimator.predict(rows.head(n)))
+
+
+def test_only_squared_error_models_on_numeric_features_compile():
+    rows = pd.DataFrame({"x": np.arange(100.0), "kind": np.arange(100) % 3})
+    poisson = HistGradientBoostingRegressor(loss="poisson", max_iter=2).fit(rows[["x"]], rows["x"] + 1)
+    categorical = HistGradientBoostingRegressor(categorical_features=[1], max_iter=2).fit(rows, rows["x"])
+    for estimator in (poisson, categorical):
+        with pytest.raises(ValueError, match="compile"):
+            CompiledForest.of(estimator)

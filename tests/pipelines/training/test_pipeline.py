@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -87,12 +89,22 @@ def test_a_version_read_once_is_read_from_the_cache_by_the_next_process(tracked,
     ws.run("__default__", POOR)
     cache = tmp_path / "model-cache"
     first = FarmModelsDataset("turbine-power-nbm", cache_dir=str(cache)).load()["la-haute-borne"]()
-    assert len(list(cache.rglob("1.pkl"))) == 1
+    assert len(list(cache.rglob("1.serving.pkl"))) == 1
     # The pyfunc's artifacts gone: only the cache can give the version now.
     shutil.rmtree(ws.root / "mlartifacts")
     again = FarmModelsDataset("turbine-power-nbm", cache_dir=str(cache)).load()["la-haute-borne"]()
     assert (again.version, again.run_id) == (first.version, first.run_id)
     assert again.power_model.feature_names == first.power_model.feature_names
+    # It predicts as the pyfunc's model does: a few rows by its compiled forest, many by
+    # its scikit-learn estimator (read from the cache when first needed).
+    with duckdb.connect(str(ws.warehouse), read_only=True) as con:
+        scada = con.sql("SELECT * FROM scada ORDER BY turbine_id, ts").df()
+    features = first.power_model.features(scada)
+    assert again.power_model.forest is not None
+    for rows in (features.head(4), features):
+        expected = first.power_model.estimator.predict(rows)
+        np.testing.assert_array_equal(again.power_model.predict_features(rows, compiled_max_rows=100),
+                                      np.where(rows["wind_speed"].isna(), np.nan, expected))
     # Another tracking store has a version 1 of its own: the cache never answers for it.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
     ws.run("training", POOR)
@@ -130,7 +142,7 @@ def test_training_leaves_a_new_champion_in_the_model_cache_scoring_reads(tracked
     ws.run("ingestion")
     ws.run("training", POOR)
     cache = Path(ws.globals()["paths"]["model_cache"])
-    assert [path.name for path in cache.rglob("*.pkl")] == ["1.pkl"]
+    assert sorted(path.name for path in cache.rglob("*.pkl")) == ["1.estimator.pkl", "1.serving.pkl"]
     # The pyfunc's artifacts gone: scoring can only have the champion from the cache.
     shutil.rmtree(ws.root / "mlartifacts")
     ws.run("inference")

@@ -40,8 +40,9 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
     gets a prediction row: one the model cannot score (no wind speed) gets NULL expected
     power and an `unscored_reason`, so it is neither dropped nor retried. Derated or
     faulty rows are scored like any other. The features are computed and selected once
-    for all the farms whose models read the same ones; scikit-learn predicts on at most
-    `params["predict_threads"]` threads."""
+    for all the farms whose models read the same ones; a farm's rows are predicted by
+    its model's compiled forest up to `params["compiled_max_rows"]` rows (a live run),
+    else by scikit-learn on at most `params["predict_threads"]` threads."""
     models, failures = _champions(scada["farm_id"][~scada["scored"]].unique(), champions, "scoring")
     for farm, model in list(models.items()):
         if model.power_model.history_needed > pd.Timedelta(hours=params["history_hours"]):
@@ -64,7 +65,8 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
             for farm, at in by_farm.items():
                 model = models[farm]
                 try:
-                    expected.append(model.power_model.predict_features(inputs.iloc[unscored[at]]))
+                    expected.append(model.power_model.predict_features(inputs.iloc[unscored[at]],
+                                                                        params["compiled_max_rows"]))
                 except Exception as exc:  # noqa: BLE001 - one farm's model must not stop the others
                     failures[farm] = exc
                     continue
