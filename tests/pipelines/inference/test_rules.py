@@ -128,9 +128,10 @@ def test_detection_reads_each_farm_from_its_first_prediction_scored_since_its_la
     assert rows(window[window["farm_id"] == "north"]) == {("A", 8), ("A", 9)}
     assert rows(window[window["farm_id"] == "south"]) == {("C", i) for i in range(8)}  # south: untouched
     assert inputs["carried"].empty  # lookback 0
-    carried = detect(warehouse, ["north"], lookback_days=1 / 72)["carried"]  # 20 min before
-    assert rows(carried) == {("A", 6), ("A", 7), ("B", 6), ("B", 7)}
-    assert set(carried["farm_id"]) == {"north"}
+    north = detect(warehouse, ["north"], lookback_days=1 / 72)  # 20 min before
+    assert rows(north["carried"]) == {("A", 6), ("A", 7), ("B", 6), ("B", 7)}
+    assert set(zip(north["turbines"]["turbine_id"], north["turbines"]["farm_id"], strict=True)) == {
+        ("A", "north"), ("B", "north")}
 
 
 def test_detection_reaches_back_to_an_open_alert_and_to_an_unfinished_stop_run(warehouse):

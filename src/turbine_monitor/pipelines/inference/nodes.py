@@ -116,23 +116,24 @@ def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, par
     """Each farm's alert episodes (sustained underperformance, stoppages) that can still
     change, judged against the calibration shipped with its champion.
     `inputs["farms"]` says, per farm, from when episodes are recomputed
-    (`recompute_from`) and the newest `scored_at` read; `inputs["predictions"]` holds
+    (`recompute_from`) and the newest `scored_at` read, `inputs["turbines"]` their
+    turbines; `inputs["predictions"]` holds
     the farms' predictions from there on, `inputs["carried"]` the evidence terms earlier
     runs kept for the window before it, and `inputs["known_days"]` their day sums.
     Episodes starting before `recompute_from` are final."""
     models, failures = _champions(inputs["farms"]["farm_id"], champions, "alert detection")
     farms = inputs["farms"][inputs["farms"]["farm_id"].isin(models)]
-    predictions, carried = (inputs[name][inputs[name]["farm_id"].isin(farms["farm_id"])]
-                            for name in ("predictions", "carried"))
+    turbines = inputs["turbines"][inputs["turbines"]["farm_id"].isin(farms["farm_id"])]
+    predictions = inputs["predictions"][inputs["predictions"]["farm_id"].isin(farms["farm_id"])]
+    carried = inputs["carried"][inputs["carried"]["turbine_id"].isin(turbines["turbine_id"])]
     if predictions.empty:
         return FarmResult(None, failures)
     calibration = pd.concat([models[farm].power_model.calibration for farm in farms["farm_id"]],
                             ignore_index=True)
-    farm_of = pd.concat([predictions, carried])[["turbine_id", "farm_id"]].drop_duplicates(
-        "turbine_id").set_index("turbine_id")["farm_id"]
+    farm_of = turbines.set_index("turbine_id")["farm_id"]
     since = farms.set_index("farm_id")["recompute_from"]
     detection = detect(predictions, calibration, params, inputs["known_days"],
-                       days_from=farm_of.map(since), carried=carried.drop(columns="farm_id"))
+                       days_from=farm_of.map(since), carried=carried)
     episodes = detection.episodes[detection.episodes["start_ts"]
                                   >= detection.episodes["turbine_id"].map(farm_of).map(since)]
     first_run = detection.stop_runs.groupby(detection.stop_runs["turbine_id"].map(farm_of))["start_ts"].min()

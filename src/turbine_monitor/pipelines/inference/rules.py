@@ -74,11 +74,13 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
       over); and `scored_through`, the newest `scored_at` read. Episodes starting
       earlier are final.
     - `predictions` (with `farm_id`): the farm's predictions from `recompute_from` on.
-    - `carried` (with `farm_id`): the terms of the farm's evidence records that earlier
+    - `turbines`: the farms' turbines (turbine_id, farm_id).
+    - `carried`: the terms of the farm's evidence records that earlier
       runs kept (`detector_evidence`), for the window before `recompute_from` that the
       detector's trailing sums read: back to the day by which every turbine of the farm
       has `window_evidence_records` evidence records (`detector_days`), at most
-      `lookback_days`.
+      `lookback_days`. Without `farm_id` (`turbines` has it): a text column on its ~400
+      rows per turbine cost more than the rest of the query.
     - `known_days`: the detector's day sums the previous runs kept for the farm, from
       `baseline_days` before that window to the day before `recompute_from`'s.
     """
@@ -116,8 +118,9 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
         SELECT p.turbine_id, f.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw
         FROM predictions p JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
         WHERE p.ts >= since.ts""", arguments)
+    turbines = WarehouseQuery(f"WITH {_FARMS} SELECT turbine_id, farm_id FROM farm", {"farms": list(farms)})
     carried = WarehouseQuery(f"""{ctes}
-        SELECT e.*, f.farm_id FROM detector_evidence e JOIN farm f USING (turbine_id)
+        SELECT e.* FROM detector_evidence e JOIN farm f USING (turbine_id)
         JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
         WHERE e.ts >= w.ts AND e.ts < since.ts""", arguments)
     known_days = WarehouseQuery(f"""{ctes}
@@ -126,4 +129,5 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
         WHERE d.day < CAST(since.ts AS DATE)
           AND d.day >= CAST(w.ts AS DATE) - CAST($baseline_days AS INTEGER)""",
                                 {**arguments, "baseline_days": baseline_days})
-    return {"farms": farms_since, "predictions": predictions, "carried": carried, "known_days": known_days}
+    return {"farms": farms_since, "turbines": turbines, "predictions": predictions, "carried": carried,
+            "known_days": known_days}
