@@ -312,9 +312,10 @@ class _DaySums:
         known_code = self.names.get_indexer(self.known["turbine_id"])
         keep = known_day < self.days_from[known_code]
         at = (known_day[keep], known_code[keep])
+        cell = self.day * len(self.names) + self.codes  # bincount: np.add.at's sums, 10x faster
         for name in self.QUANTITIES:
-            sums = np.zeros((self.n_days, len(self.names)))
-            np.add.at(sums, (self.day, self.codes), per_record[name].astype(float))
+            sums = np.bincount(cell, weights=per_record[name].astype(float),
+                               minlength=self.n_days * len(self.names)).reshape(self.n_days, len(self.names))
             sums[at] = self.known[name].to_numpy(dtype="float64")[keep]
             self.sums[name] = sums
 
