@@ -185,8 +185,10 @@ class CompiledForest:
     @classmethod
     def of(cls, estimator: HistGradientBoostingRegressor) -> CompiledForest:
         """The forest of `estimator`; ValueError for a model it cannot represent."""
-        if estimator.loss != "squared_error" or estimator.is_categorical_ is not None:
-            raise ValueError("only squared-error models on numeric features compile")
+        if (not isinstance(estimator, HistGradientBoostingRegressor) or estimator.loss != "squared_error"
+                or estimator.is_categorical_ is not None):
+            raise ValueError("only HistGradientBoostingRegressor models with squared error on numeric "
+                             "features compile")
         trees = [predictors[0].nodes for predictors in estimator._predictors]
         roots = np.cumsum([0] + [len(nodes) for nodes in trees])[:-1]
         nodes = np.concatenate(trees)
@@ -201,9 +203,9 @@ class CompiledForest:
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Predictions for the rows of `inputs` (float64, the features in the model's order)."""
-        node = np.broadcast_to(self.roots, (len(inputs), len(self.roots))).copy()
-        row = np.broadcast_to(np.arange(len(inputs))[:, None], node.shape).ravel()
-        node, active = node.ravel(), np.flatnonzero(~self.leaf[node.ravel()])
+        node = np.tile(self.roots, len(inputs))  # per (row, tree): where its walk is
+        row = np.repeat(np.arange(len(inputs)), len(self.roots))
+        active = np.flatnonzero(~self.leaf[node])
         while len(active):  # walk the paths not at a leaf yet one level down
             at = node[active]
             x = inputs[row[active], self.feature[at]]

@@ -105,7 +105,7 @@ class FarmModelsDataset(AbstractDataset):
         """`model` with its estimator compiled, if it can be."""
         try:
             forest = CompiledForest.of(model.power_model.estimator)
-        except (ValueError, AttributeError):  # another kind of model: scikit-learn predicts alone
+        except ValueError:  # another kind of model: its estimator predicts alone
             return model
         return replace(model, power_model=replace(model.power_model, forest=forest))
 

@@ -230,19 +230,19 @@ def test_trailing_windows_equal_pandas_time_based_rolling(window):
 
 
 def test_a_compiled_forest_predicts_exactly_what_scikit_learn_predicts():
-    """Missing values on both sides of the splits, values exactly on a threshold, a
-    feature never split on: the compiled forest's predictions are scikit-learn's, bit
-    for bit, whatever the number of rows."""
+    """Missing values on both sides of the splits and values exactly on a threshold: the
+    compiled forest's predictions are scikit-learn's, bit for bit, whatever the number
+    of rows."""
     rng = np.random.default_rng(7)
-    names = ["wind_speed", "temperature", "turbine", "unused"]
-    train = pd.DataFrame(rng.normal(8, 4, (3000, 4)), columns=names)
+    names = ["wind_speed", "temperature", "turbine"]
+    train = pd.DataFrame(rng.normal(8, 4, (3000, 3)), columns=names)
     train.loc[rng.random(3000) < 0.15, "wind_speed"] = np.nan
     train["turbine"] = rng.integers(0, 4, 3000).astype(float)
     target = np.nan_to_num(train["wind_speed"], nan=3.0) ** 3 + 20 * train["turbine"] + rng.normal(0, 5, 3000)
     estimator = HistGradientBoostingRegressor(max_iter=40, max_leaf_nodes=31, random_state=0)
-    estimator.fit(train[["wind_speed", "temperature", "turbine"]], target)
+    estimator.fit(train, target)
     forest = CompiledForest.of(estimator)
-    rows = pd.DataFrame(rng.normal(8, 6, (500, 3)), columns=names[:3])
+    rows = pd.DataFrame(rng.normal(8, 6, (500, 3)), columns=names)
     rows.loc[rng.random(500) < 0.2, "temperature"] = np.nan
     rows.loc[rng.random(500) < 0.2, "wind_speed"] = np.nan
     thresholds = forest.threshold[~forest.leaf & (forest.feature == 0)]
@@ -253,9 +253,11 @@ def test_a_compiled_forest_predicts_exactly_what_scikit_learn_predicts():
 
 
 def test_only_squared_error_models_on_numeric_features_compile():
+    """Anything else (another loss, a categorical feature, no model at all) is refused
+    with a ValueError, which the model registry dataset takes as "no compiled form"."""
     rows = pd.DataFrame({"x": np.arange(100.0), "kind": np.arange(100) % 3})
     poisson = HistGradientBoostingRegressor(loss="poisson", max_iter=2).fit(rows[["x"]], rows["x"] + 1)
     categorical = HistGradientBoostingRegressor(categorical_features=[1], max_iter=2).fit(rows, rows["x"])
-    for estimator in (poisson, categorical):
+    for estimator in (poisson, categorical, None):
         with pytest.raises(ValueError, match="compile"):
             CompiledForest.of(estimator)

@@ -116,10 +116,10 @@ def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, par
     """Each farm's alert episodes (sustained underperformance, stoppages) that can still
     change, judged against the calibration shipped with its champion.
     `inputs["farms"]` says, per farm, from when episodes are recomputed
-    (`recompute_from`) and the newest `scored_at` read, `inputs["turbines"]` their
-    turbines; `inputs["predictions"]` holds
-    the farms' predictions from there on, `inputs["carried"]` the evidence terms earlier
-    runs kept for the window before it, and `inputs["known_days"]` their day sums.
+    (`recompute_from`) and the newest `scored_at` read, `inputs["turbines"]` lists their
+    turbines, `inputs["predictions"]` holds the farms' predictions from there on,
+    `inputs["carried"]` the evidence terms earlier runs kept for the window before it,
+    and `inputs["known_days"]` their day sums.
     Episodes starting before `recompute_from` are final."""
     models, failures = _champions(inputs["farms"]["farm_id"], champions, "alert detection")
     farms = inputs["farms"][inputs["farms"]["farm_id"].isin(models)]
