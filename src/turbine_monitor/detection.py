@@ -274,10 +274,14 @@ class _TrailingWindow:
 
 def _peer_relative_residual(rec: Records, evidence: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """Per record, the median relative residual of the other turbines of its farm that
-    are evidence at the same timestamp (NaN when none is)."""
+    are evidence at the same timestamp (NaN when none is). NaN for the carried records:
+    their terms were kept (a farm's records at a timestamp are all carried or none)."""
+    fresh = np.flatnonzero(~rec.carried)
     with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.where(evidence, residual / rec.expected, np.nan)
-    return others_median_and_std(relative, rec.farm, rec.ts, rec.turbine)[0]
+        relative = np.where(evidence[fresh], residual[fresh] / rec.expected[fresh], np.nan)
+    peer = np.full(len(rec.ts), np.nan)
+    peer[fresh] = others_median_and_std(relative, rec.farm[fresh], rec.ts[fresh], rec.turbine[fresh])[0]
+    return peer
 
 
 class _DaySums:

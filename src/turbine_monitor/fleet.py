@@ -97,15 +97,16 @@ def check_fleet(farms: dict, formats: dict, asset_tables: dict[str, pd.DataFrame
                 raise FleetConfigError(f"farm {farm_id!r}: turbine id {turbine!r} is already a turbine of "
                                        f"farm {owner[turbine]!r} (turbine ids are unique across the fleet)")
             owner[turbine] = farm_id
-        assets = assets.assign(Wind_turbine_name=assets["Wind_turbine_name"].astype(str))
+        if not pd.api.types.is_string_dtype(assets["Wind_turbine_name"]):
+            assets = assets.assign(Wind_turbine_name=assets["Wind_turbine_name"].astype(str))
         fleet[farm_id] = Farm(farm_id, assets, export_formats[config["format"]])
     return fleet
 
 
 def turbines_table(fleet: dict[str, Farm]) -> pd.DataFrame:
     """The `turbines` table: one row per turbine of the fleet, with its farm."""
-    rows = [farm.assets.assign(farm_id=farm_id) for farm_id, farm in fleet.items()]
-    table = pd.concat(rows, ignore_index=True)
+    table = pd.concat({farm_id: farm.assets for farm_id, farm in fleet.items()}, names=["farm_id"])
+    table = table.reset_index(level="farm_id").reset_index(drop=True)
     return pd.DataFrame({
         "farm_id": table["farm_id"], "turbine_id": table["Wind_turbine_name"],
         "latitude": table["Latitude"].astype("float64"), "longitude": table["Longitude"].astype("float64"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,27 @@ class ForgetFinishedMlflowRun:
         from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 
         mlflow_hook.run_id = None
+
+
+class FrozenStartupObjects:
+    """Keep Python's cyclic garbage collector off the objects that exist when a pipeline
+    starts (the imported libraries, the session, its catalog: ~300,000 objects once
+    MLflow, scikit-learn, Prefect and Kedro are imported, ~0.2 s a full collection), so
+    that a full collection during the run scans only what the run allocates: a 100-farm
+    live run triggers one or two. They go back to the collector when the run ends, so a
+    long-lived process still frees them."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self) -> None:
+        gc.freeze()
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        gc.unfreeze()
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self) -> None:
+        gc.unfreeze()
 
 
 class ModelRegistryHooks:

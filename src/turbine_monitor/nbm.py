@@ -56,7 +56,7 @@ def make_features(scada: pd.DataFrame, windows: list[str], nearest: dict[str, st
     })
 
     farm = rows["farm_id"].to_numpy() if "farm_id" in rows else np.zeros(len(rows), dtype=int)
-    median, spread = others_median_and_std(wind.to_numpy(), farm, rows["ts"].to_numpy(),
+    median, spread = others_median_and_std(wind.to_numpy(), farm, pd.DatetimeIndex(rows["ts"]).asi8,
                                            rows["turbine_id"].to_numpy())
     features["farm_wind_speed"], features["farm_wind_spread"] = median, spread
     features["wind_speed_vs_farm"] = features["wind_speed"] - features["farm_wind_speed"]
@@ -213,10 +213,8 @@ class CompiledForest:
             node[active] = np.where(go_left, self.left[at], self.right[at])
             active = active[~self.leaf[node[active]]]
         leaf_values = self.value[node].reshape(len(inputs), len(self.roots))
-        total = np.full(len(inputs), self.baseline)
-        for tree in range(len(self.roots)):  # scikit-learn's order of summation
-            total += leaf_values[:, tree]
-        return total
+        terms = np.column_stack([np.full(len(inputs), self.baseline), leaf_values])
+        return np.add.accumulate(terms, axis=1)[:, -1]  # left to right: scikit-learn's order
 
 
 @dataclass
@@ -266,15 +264,17 @@ class PowerModel:
             return np.array([], dtype="float64")
         return self.predict_features(self.features(scada))
 
-    def predict_features(self, features: pd.DataFrame, compiled_max_rows: int = 0) -> np.ndarray:
-        """Expected power in kW from `select_features` output; NaN where the wind speed
-        is missing. At most `compiled_max_rows` rows are predicted by the compiled
-        `forest`, if any (the same predictions, faster for a few rows)."""
-        if self.forest is not None and len(features) <= compiled_max_rows:
-            expected = self.forest.predict(features.to_numpy(dtype="float64"))
+    def predict_features(self, features: pd.DataFrame | np.ndarray, compiled_max_rows: int = 0) -> np.ndarray:
+        """Expected power in kW from `select_features` output (or its values, the columns
+        in `feature_names` order); NaN where the wind speed is missing. At most
+        `compiled_max_rows` rows are predicted by the compiled `forest`, if any (the same
+        predictions, faster for a few rows)."""
+        values = np.asarray(features, dtype="float64")
+        if self.forest is not None and len(values) <= compiled_max_rows:
+            expected = self.forest.predict(values)
         else:
-            expected = self.estimator.predict(features)
-        return np.where(features["wind_speed"].isna().to_numpy(), np.nan, expected)
+            expected = self.estimator.predict(pd.DataFrame(values, columns=self.feature_names))
+        return np.where(np.isnan(values[:, self.feature_names.index("wind_speed")]), np.nan, expected)
 
     @staticmethod
     def input_example(scada: pd.DataFrame) -> pd.DataFrame:

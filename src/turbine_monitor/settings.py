@@ -8,6 +8,7 @@ from omegaconf.resolvers import oc
 from turbine_monitor.hooks import (
     FarmFailureHooks,
     ForgetFinishedMlflowRun,
+    FrozenStartupObjects,
     LoggingLevels,
     ModelRegistryHooks,
     RunSummaryHooks,
@@ -18,8 +19,8 @@ from turbine_monitor.project import PROJECT_ROOT
 # three multi-line warnings on every configuration load, in every run's log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (LoggingLevels(), ForgetFinishedMlflowRun(), ModelRegistryHooks(), RunSummaryHooks(),
-         FarmFailureHooks())
+HOOKS = (FrozenStartupObjects(), LoggingLevels(), ForgetFinishedMlflowRun(), ModelRegistryHooks(),
+         RunSummaryHooks(), FarmFailureHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

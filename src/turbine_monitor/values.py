@@ -13,6 +13,8 @@ import click
 import pandas as pd
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from turbine_monitor.nbm import PowerModel
 
 #: The column that holds, for a CSV line whose field count differs from the header, the
@@ -35,7 +37,7 @@ class SourceFile(Protocol):
     def checksum(self) -> str:
         """sha256 of the content."""
 
-    def read(self) -> pd.DataFrame:
+    def read(self) -> pa.Table:
         """Every field as the text delivered (missing as null), plus `MALFORMED_LINE`;
         raises `UnreadableFileError`."""
 

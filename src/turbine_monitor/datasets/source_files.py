@@ -27,7 +27,7 @@ class ExportFile:
     """One export file (a `values.SourceFile`): its name (`<farm_id>/<file name>`),
     size, modification time (ns since the epoch), its content checksum (computed on
     first use), its metadata lines, and a reader that returns every field as the text
-    delivered (missing fields as nulls).
+    delivered (missing fields as nulls), as an Arrow table.
 
     With a `comment_prefix`, the lines before the header that start with it are
     metadata (`key: value`), and the header is the first line starting with
@@ -56,12 +56,12 @@ class ExportFile:
         """The `key: value` lines before the header (none without a comment prefix)."""
         return self._preamble()[1]
 
-    def read(self) -> pd.DataFrame:
+    def read(self) -> pa.Table:
         try:
             if self.path.suffix == ".parquet":
-                return _read_parquet(self.path).to_pandas()
+                return _read_parquet(self.path)
             header_line, _ = self._preamble()
-            return _read_csv(self.path, header_line, self.comment_prefix).to_pandas()
+            return _read_csv(self.path, header_line, self.comment_prefix)
         except (pa.ArrowException, UnicodeDecodeError, csv.Error, OSError) as exc:
             raise UnreadableFileError(f"{self.name}: {exc}") from exc
 

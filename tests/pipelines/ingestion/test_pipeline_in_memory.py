@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -31,8 +32,10 @@ class InMemoryFile:
     def checksum(self) -> str:
         return f"sha-{self.name}"
 
-    def read(self) -> pd.DataFrame:
-        return pd.DataFrame(list(self.rows), columns=COLUMNS, dtype="str").assign(**{MALFORMED_LINE: None})
+    def read(self) -> pa.Table:
+        table = pa.table({name: pa.array(list(values), pa.string()) for name, values in zip(
+            COLUMNS, zip(*self.rows, strict=True), strict=True)})
+        return table.append_column(MALFORMED_LINE, pa.nulls(table.num_rows, pa.string()))
 
     def metadata(self) -> dict[str, str]:
         return {}

@@ -59,13 +59,13 @@ def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) ->
             nearest = {t: n for farm in farms for t, n in models[farm].power_model.nearest.items()}
             positions = {t: p for farm in farms for t, p in models[farm].power_model.positions.items()}
             features = make_features(rows, shared.windows, nearest)
-            inputs = model_inputs(features, shared.feature_names, positions)
+            inputs = model_inputs(features, shared.feature_names, positions).to_numpy(dtype="float64")
             unscored = np.flatnonzero(~rows["scored"].to_numpy())
             by_farm = pd.Series(unscored).groupby(rows["farm_id"].to_numpy()[unscored], sort=False).indices
             for farm, at in by_farm.items():
                 model = models[farm]
                 try:
-                    expected.append(model.power_model.predict_features(inputs.iloc[unscored[at]],
+                    expected.append(model.power_model.predict_features(inputs[unscored[at]],
                                                                         params["compiled_max_rows"]))
                 except Exception as exc:  # noqa: BLE001 - one farm's model must not stop the others
                     failures[farm] = exc
