@@ -25,12 +25,14 @@ PREDICTION_COLUMNS = ["turbine_id", "ts", "expected_power_kw", "power_kw", "resi
                       "model_version", "unscored_reason"]
 
 
-def score_new_rows(rows_to_score: Partitions, champions: FarmModels, params: dict) -> Partitions:
+def score_new_rows(rows_to_score: Partitions, champions: FarmModels, params: dict,
+                   ) -> tuple[Partitions, FarmModels]:
     """The predictions of every row in `scoring_queue`, a partition of farms at a time
-    (`score_partition`)."""
+    (`score_partition`), and the champions they are made with: alert detection judges
+    them by those models' calibration (and the aliases are resolved once a run)."""
     if not rows_to_score:
         logger.info("No new rows to score.")
-    return rows_to_score.map(score_partition, champions, params)
+    return rows_to_score.map(score_partition, champions, params), champions
 
 
 def score_partition(scada: pd.DataFrame, champions: FarmModels, params: dict) -> FarmResult:

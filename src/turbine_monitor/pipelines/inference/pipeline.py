@@ -11,8 +11,8 @@ from .nodes import score_new_rows, update_alerts
 def create_scoring_pipeline() -> Pipeline:
     return pipeline([
         node(score_new_rows, ["scada@to_score", "champions@registry", "params:inference.scoring"],
-             "predictions@table", name="score_new_rows"),
-        node(update_alerts, ["predictions@to_detect", "champions@registry", "params:inference.alerts"],
+             ["predictions@table", "scoring_champions"], name="score_new_rows"),
+        node(update_alerts, ["predictions@to_detect", "scoring_champions", "params:inference.alerts"],
              "alerts", name="update_alerts"),
     ])
 
