@@ -52,24 +52,23 @@ class ForgetFinishedMlflowRun:
 
 
 class FrozenStartupObjects:
-    """Keep Python's cyclic garbage collector off the objects that exist when a pipeline
-    starts (the imported libraries, the session, its catalog: ~300,000 objects once
-    MLflow, scikit-learn, Prefect and Kedro are imported, ~0.2 s a full collection), so
-    that a full collection during the run scans only what the run allocates: a 100-farm
-    live run triggers one or two. They go back to the collector when the run ends, so a
-    long-lived process still frees them."""
+    """Keep Python's cyclic garbage collector off the objects that exist when the
+    process's first pipeline starts (the imported libraries, the session, its catalog:
+    ~300,000 objects once MLflow, scikit-learn, Prefect and Kedro are imported, ~0.2 s a
+    full collection), so that a full collection during a run scans only what came after:
+    a 100-farm live run triggers one or two. Frozen once per process, never unfrozen:
+    freezing again at every run would also freeze the garbage earlier runs left (a
+    long-lived process, e.g. ingestion, training and the backlog in one), which then
+    could not be freed."""
+
+    def __init__(self) -> None:
+        self._frozen = False
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self) -> None:
-        gc.freeze()
-
-    @hook_impl(trylast=True)
-    def after_pipeline_run(self) -> None:
-        gc.unfreeze()
-
-    @hook_impl(trylast=True)
-    def on_pipeline_error(self) -> None:
-        gc.unfreeze()
+        if not self._frozen:
+            gc.freeze()
+            self._frozen = True
 
 
 class ModelRegistryHooks:
