@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 from collections.abc import Iterator
@@ -59,7 +60,8 @@ class FrozenStartupObjects:
     a 100-farm live run triggers one or two. Frozen once per process, never unfrozen:
     freezing again at every run would also freeze the garbage earlier runs left (a
     long-lived process, e.g. ingestion, training and the backlog in one), which then
-    could not be freed."""
+    could not be freed. They go back to the collector as the process exits, for the
+    libraries that check at exit that their objects were freed (DuckDB's bindings)."""
 
     def __init__(self) -> None:
         self._frozen = False
@@ -68,6 +70,7 @@ class FrozenStartupObjects:
     def before_pipeline_run(self) -> None:
         if not self._frozen:
             gc.freeze()
+            atexit.register(gc.unfreeze)
             self._frozen = True
 
 
