@@ -57,11 +57,11 @@ class FrozenStartupObjects:
     process's first pipeline starts (the imported libraries, the session, its catalog:
     ~300,000 objects once MLflow, scikit-learn, Prefect and Kedro are imported, ~0.2 s a
     full collection), so that a full collection during a run scans only what came after:
-    a 100-farm live run triggers one or two. Frozen once per process, never unfrozen:
-    freezing again at every run would also freeze the garbage earlier runs left (a
-    long-lived process, e.g. ingestion, training and the backlog in one), which then
-    could not be freed. They go back to the collector as the process exits, for the
-    libraries that check at exit that their objects were freed (DuckDB's bindings)."""
+    a 100-farm live run triggers one or two. Frozen once per process and kept frozen
+    until it exits: freezing again at every run would also freeze the garbage earlier
+    runs left (a long-lived process, e.g. ingestion, training and the backlog in one),
+    which then could not be freed. At exit they go back to the collector, for the
+    libraries that check that their objects were freed (DuckDB's bindings)."""
 
     def __init__(self) -> None:
         self._frozen = False
