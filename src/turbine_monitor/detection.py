@@ -33,11 +33,14 @@ At most one episode per turbine and kind is open. The thresholds and windows are
   records in a row, and closes when both are below their ``close`` thresholds. It
   starts at the record where it opened and ends at the record where it closed.
 
-A run continues from what earlier runs kept: per evidence record, its terms in the
-channels' window sums (``EVIDENCE_COLUMNS``; final once every turbine's record at that
-timestamp is in, and judged against the calibration of the champion of that run) stand
-in for the records before the part recomputed, so a run reads the new records and a
-window of numbers, not the predictions behind them.
+A run continues from what earlier runs kept per evidence record (``EVIDENCE_COLUMNS``,
+final once every turbine's record at that timestamp is in, and judged against the
+calibration of the champion of that run): its ordinal among its turbine's evidence
+records, the channels' running totals since the turbine's first evidence record and
+since its UTC day's first, the open and close persistence counts and whether an alert
+was open. A window sum is the difference of two running totals, so a run reads, per
+turbine, its last kept record and the ones a window back from its new records: a few
+rows, not the window's records or the predictions behind them.
 
 Energy lost: the shortfall sum(max(expected - power, 0)) / 6 kWh over an episode's
 records; for `stopped`, the expected energy of its non-producing records. Records inside
@@ -46,6 +49,7 @@ a stop count for the stop only.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,16 +61,22 @@ EPISODE_COLUMNS = ["turbine_id", "kind", "start_ts", "end_ts", "energy_lost_kwh"
                    "operating_records", "mean_relative_residual", "deficit_at_open", "channel"]
 
 
-#: Per evidence record, the terms of the channels' trailing sums (a run continues from them).
-EVIDENCE_COLUMNS = ["turbine_id", "ts", "matched", "own_num", "own_den", "peer_num", "peer_den"]
-_TERMS = EVIDENCE_COLUMNS[2:]
+DAY_COLUMNS = ["turbine_id", "day", "evidence", "matched", "own_num", "own_den", "peer_num", "peer_den"]
+_DAY_QUANTITIES = DAY_COLUMNS[2:]
+_CHANNELS = ["own_num", "own_den", "peer_num", "peer_den"]  # the terms of the windows' sums
+_TOTALS = [f"total_{name}" for name in _CHANNELS]  # since the turbine's first evidence record
+_DAY_TOTALS = [f"day_{name}" for name in _DAY_QUANTITIES]  # since the first of its UTC day
+_STREAKS = ["open_streak", "calm_streak"]  # evidence records in a row over / below the thresholds
+#: What a run continues from, per evidence record.
+EVIDENCE_COLUMNS = ["turbine_id", "ts", "ordinal", *_TOTALS, *_DAY_TOTALS, *_STREAKS, "alert_open"]
+_KEPT = EVIDENCE_COLUMNS[2:]
 
 
 @dataclass(frozen=True)
 class Records:
     """The scored records as arrays, sorted by turbine then timestamp; `carried` marks
-    the evidence records an earlier run kept (`EVIDENCE_COLUMNS`, their terms in
-    `kept`), which have no power, wind or expected power."""
+    the evidence records an earlier run kept (`EVIDENCE_COLUMNS`, in `kept`), which
+    have no power, wind or expected power."""
 
     turbine: np.ndarray        # turbine_id
     farm: np.ndarray           # farm_id (0 when the predictions have none: one farm)
@@ -93,7 +103,7 @@ class Records:
             return rows[column].to_numpy(dtype="float64", na_value=np.nan)
 
         farm = rows["farm_id"].to_numpy() if "farm_id" in rows else np.zeros(len(rows), dtype=int)
-        kept = {name: values(name) if name in rows else np.zeros(len(rows)) for name in _TERMS}
+        kept = {name: np.nan_to_num(values(name)) if name in rows else np.zeros(len(rows)) for name in _KEPT}
         return cls(turbine, farm, codes, len(names), ts, values("power_kw"), values("wind_speed_ms"),
                    values("expected_power_kw"), rows["carried"].to_numpy(dtype=bool), kept)
 
@@ -102,15 +112,12 @@ class Records:
         return np.r_[True, self.codes[1:] != self.codes[:-1]]
 
 
-DAY_COLUMNS = ["turbine_id", "day", "evidence", "matched", "own_num", "own_den", "peer_num", "peer_den"]
-
-
 @dataclass(frozen=True)
 class Detection:
     """What a detection run found: the alert episodes (`EPISODE_COLUMNS`) and what the
     next run continues from: per turbine and UTC day from `days_from` on, the day's sums
-    the baselines are made of (`DAY_COLUMNS`); the terms of each evidence record read
-    (`EVIDENCE_COLUMNS`, not the carried ones); per turbine whose last record is inside
+    the baselines are made of (`DAY_COLUMNS`); what each new evidence record leaves
+    (`EVIDENCE_COLUMNS`); per turbine whose last record is inside
     a stop run (confirmed or not), the run's first timestamp (`stop_runs`: turbine_id,
     start_ts), where the next run must reach back to."""
 
@@ -134,10 +141,10 @@ def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
            carried: pd.DataFrame | None = None) -> Detection:
     """`detect_alerts`, continuing from what earlier runs kept: the day sums
     (`known_days`, `DAY_COLUMNS`) stand for the days before each turbine's `days_from`
-    (a Series by turbine id), and the evidence records' terms (`carried`,
-    `EVIDENCE_COLUMNS`) for the records before `predictions` that the trailing windows
-    read. Turbines of several farms may be detected at once (`farm_id` column): peers
-    are the other turbines of the same farm."""
+    (a Series by turbine id), and the kept evidence records (`carried`,
+    `EVIDENCE_COLUMNS`) for those before `predictions`: each turbine's last one and
+    those a window back from its new ones. Turbines of several farms may be detected at
+    once (`farm_id` column): peers are the other turbines of the same farm."""
     if predictions.empty:
         return Detection(pd.DataFrame(columns=EPISODE_COLUMNS), pd.DataFrame(columns=DAY_COLUMNS),
                          pd.DataFrame(columns=EVIDENCE_COLUMNS),
@@ -151,7 +158,7 @@ def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
                               & (rec.expected >= params["min_expected_kw"])
                               & producing & np.isfinite(rec.power - rec.expected))
     days = _DaySums(rec, known_days, days_from)
-    under_state, deficit, channel, terms = _underperformance_state(rec, evidence, calibration, params, days)
+    under_state, deficit, channel, kept = _underperformance_state(rec, evidence, calibration, params, days)
     under = _episodes(rec, under_state, "underperformance")
     shortfall = np.nan_to_num(np.maximum(rec.expected - rec.power, 0.0))
     lost_stopped = np.where(producing, shortfall, np.nan_to_num(np.maximum(rec.expected, 0.0))) / 6.0
@@ -166,10 +173,7 @@ def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
     for column in ("start_ts", "end_ts"):
         episodes[column] = pd.to_datetime(episodes[column]).dt.tz_localize("UTC")
     episodes = episodes.sort_values(["turbine_id", "kind", "start_ts"]).reset_index(drop=True)
-    new = evidence & ~rec.carried
-    evidence_terms = pd.DataFrame({"turbine_id": rec.turbine[new], "ts": _utc(rec.ts[new]),
-                                   **{name: terms[name][new] for name in _TERMS}})
-    return Detection(episodes, days.table(), evidence_terms.astype({"matched": bool}), stop_runs)
+    return Detection(episodes, days.table(), kept, stop_runs)
 
 
 def _utc(ts: np.ndarray) -> pd.DatetimeIndex:
@@ -206,70 +210,129 @@ def _stop_episodes(rec: Records, stop_record: np.ndarray, producing: np.ndarray,
 
 def _underperformance_state(
         rec: Records, evidence: np.ndarray, calibration: pd.DataFrame, params: dict, days: _DaySums,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Per record: 1 while an underperformance alert is open, the larger channel
-    deficit and the channel(s) over their open threshold (at evidence records), and the
-    terms of the channels' sums (`EVIDENCE_COLUMNS`; the kept ones for carried records)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+    """Per record: 1 while an underperformance alert is open, and at the new evidence
+    records the larger channel deficit and the channel(s) over their open threshold;
+    per new evidence record, what the next run continues from (`EVIDENCE_COLUMNS`)."""
     centre, std = _calibration_lookup(calibration, rec)
     std = np.where(np.isfinite(std) & (std > 0), std, np.maximum(0.05 * np.abs(rec.expected), 1.0))
     residual = np.clip(rec.power - rec.expected - centre, -params["clip_sigma"] * std,
                        params["clip_sigma"] * std)
     weight = rec.expected / std ** 2
-    own_num = np.where(evidence, weight * residual, 0.0)
-    own_den = np.where(evidence, weight * rec.expected, 0.0)
+    new = evidence & ~rec.carried
     peer = _peer_relative_residual(rec, evidence, residual)
-    matched = evidence & np.isfinite(peer)
-    peer_num = np.where(matched, weight * (residual - np.nan_to_num(peer) * rec.expected), 0.0)
-    peer_den = np.where(matched, weight * rec.expected, 0.0)
-    terms = {name: np.where(rec.carried, rec.kept[name], fresh) for name, fresh in zip(
-        _TERMS, (matched, own_num, own_den, peer_num, peer_den), strict=True)}
-    matched, own_num, own_den, peer_num, peer_den = (terms[name] for name in _TERMS)
-    matched = matched.astype(bool)
-
-    ev = np.flatnonzero(evidence)
-    window = _TrailingWindow(rec.codes[ev], int(params["window_records"]))
-    own = window.sum(own_num[ev]) / window.sum(own_den[ev])
-    matched_den = window.sum(peer_den[ev])
+    matched = new & np.isfinite(peer)
+    terms = {"evidence": new.astype(float), "matched": matched.astype(float),
+             "own_num": np.where(new, weight * residual, 0.0),
+             "own_den": np.where(new, weight * rec.expected, 0.0),
+             "peer_num": np.where(matched, weight * (residual - np.nan_to_num(peer) * rec.expected), 0.0),
+             "peer_den": np.where(matched, weight * rec.expected, 0.0)}
+    chain = _EvidenceChain(rec, evidence)
+    totals = {name: chain.running(terms[name], f"total_{name}", chain.codes) for name in _CHANNELS}
+    day_of_chain = chain.codes.astype(np.int64) * 2 ** 32 + days.day[chain.at]
+    day_totals = {name: chain.running(terms[name], f"day_{name}", day_of_chain) for name in _DAY_QUANTITIES}
+    window, full = chain.window(totals, int(params["window_records"]))
+    own = window["own_num"] / window["own_den"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.where(matched_den >= params["peer_min_coverage"] * window.sum(own_den[ev]),
-                            window.sum(peer_num[ev]) / matched_den, np.nan)
+        relative = np.where(window["peer_den"] >= params["peer_min_coverage"] * window["own_den"],
+                            window["peer_num"] / window["peer_den"], np.nan)
 
-    days.add(evidence=evidence, matched=matched, own_num=own_num, own_den=own_den, peer_num=peer_num,
-             peer_den=peer_den)
-    own_base, peer_base = days.baselines(params)
-    at = (days.day[ev], rec.codes[ev])
+    days.add({name: np.where(chain.last_carried, rec.kept[f"day_{name}"], terms[name])
+              for name in _DAY_QUANTITIES})
+    own_base, peer_base = days.baselines(params, days.day[chain.new_at], rec.codes[chain.new_at])
     own_base = np.clip(own_base, params["baseline_floor"], params["baseline_cap"])
     peer_base = np.clip(peer_base, params["peer_baseline_floor"], params["peer_baseline_cap"])
-    abs_deficit, peer_deficit = own_base[at] - own, peer_base[at] - relative
+    abs_deficit, peer_deficit = own_base - own, peer_base - relative
     with np.errstate(invalid="ignore"):
-        peer_open = window.full & (peer_deficit >= params["peer_open_deficit"])
-        abs_open = window.full & (abs_deficit >= params["abs_open_deficit"])
-        calm = window.full & ~(peer_deficit >= params["peer_close_deficit"]) & (
+        peer_open = full & (peer_deficit >= params["peer_open_deficit"])
+        abs_open = full & (abs_deficit >= params["abs_open_deficit"])
+        calm = full & ~(peer_deficit >= params["peer_close_deficit"]) & (
             abs_deficit < params["abs_close_deficit"])
-    opening = _persistent(peer_open | abs_open, rec.codes[ev], int(params["open_persistence_records"]))
-    closing = _persistent(calm, rec.codes[ev], int(params["close_persistence_records"]))
-    signal = np.full(len(rec.ts), np.nan)
-    signal[ev] = np.where(opening, 1.0, np.where(closing, 0.0, np.nan))
+    open_streak = chain.streak(peer_open | abs_open, "open_streak")
+    calm_streak = chain.streak(calm, "calm_streak")
+    signal = np.where(rec.carried, rec.kept["alert_open"], np.nan)
+    signal[chain.new_at] = np.where(open_streak >= params["open_persistence_records"], 1.0,
+                                    np.where(calm_streak >= params["close_persistence_records"], 0.0, np.nan))
+    state = _hold(signal, rec.codes)
     deficit = np.full(len(rec.ts), np.nan)
-    deficit[ev] = np.fmax(peer_deficit, abs_deficit)
+    deficit[chain.new_at] = np.fmax(peer_deficit, abs_deficit)
     channel = np.full(len(rec.ts), None, dtype=object)
-    channel[ev] = np.where(peer_open & abs_open, "both", np.where(peer_open, "peer", "absolute"))
-    return _hold(signal, rec.codes), deficit, channel, terms
+    channel[chain.new_at] = np.where(peer_open & abs_open, "both", np.where(peer_open, "peer", "absolute"))
+    kept = pd.DataFrame({"turbine_id": rec.turbine[chain.new_at], "ts": _utc(rec.ts[chain.new_at]),
+                         "ordinal": chain.ordinal,
+                         **{f"total_{name}": totals[name] for name in _CHANNELS},
+                         **{f"day_{name}": day_totals[name] for name in _DAY_QUANTITIES},
+                         "open_streak": open_streak, "calm_streak": calm_streak,
+                         "alert_open": state[chain.new_at].astype(bool)})
+    return state, deficit, channel, kept
 
 
-class _TrailingWindow:
-    """Sums over the trailing `size` records of the same turbine (records sorted by
-    turbine); `full` marks the records with a whole window behind them."""
+class _EvidenceChain:
+    """The evidence records of each turbine in order: the carried ones (an earlier
+    run's: its last one, and those a window back from the new ones), then the new ones,
+    which continue the last carried one's ordinal, running totals and streaks. The
+    chain is each turbine's last carried record followed by its new ones."""
 
-    def __init__(self, codes: np.ndarray, size: int):
-        k = np.arange(len(codes))
-        group_start = np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]], k, 0))
-        self.full = (k - group_start) >= size - 1
-        self._k, self._lo = k, np.maximum(k - size + 1, group_start)
+    def __init__(self, rec: Records, evidence: np.ndarray):
+        self._rec = rec
+        self._every = np.flatnonzero(evidence)  # by turbine, then time: carried before new
+        self._carried = rec.carried[self._every]
+        codes = rec.codes[self._every]
+        last = self._carried & ~np.r_[self._carried[1:] & (codes[1:] == codes[:-1]), False]
+        self.last_carried = np.zeros(len(rec.ts), bool)  # per record
+        self.last_carried[self._every[last]] = True
+        chained = last | ~self._carried
+        self.at = self._every[chained]
+        self.codes = codes[chained]
+        self.new_at = self._every[~self._carried]
+        self._continues = last[chained]  # the chain member is a carried record
+        self._first = _group_start(self.codes)
+        base = np.where(self._continues, rec.kept["ordinal"][self.at], 0)[self._first]
+        self.ordinal = (np.arange(len(self.at)) - self._first + base).astype(np.int64)[~self._continues]
+        every_ordinal = rec.kept["ordinal"][self._every].astype(np.int64)
+        every_ordinal[~self._carried] = self.ordinal
+        self._key = codes.astype(np.int64) * 2 ** 40 + every_ordinal  # sorted
 
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        total = np.r_[0.0, np.cumsum(values)]
-        return total[self._k + 1] - total[self._lo]
+    def running(self, values: np.ndarray, kept: str, group: np.ndarray) -> np.ndarray:
+        """For the new records, the running total of `values` (per record) within
+        `group` (per chain member), continuing the carried record's `kept` total."""
+        chained = np.where(self._continues, self._rec.kept[kept][self.at], values[self.at])
+        return pd.Series(chained).groupby(group, sort=False).cumsum().to_numpy()[~self._continues]
+
+    def streak(self, condition: np.ndarray, kept: str) -> np.ndarray:
+        """For the new records (`condition` per new record), how many evidence records
+        in a row the condition has held, continuing the carried record's `kept` count."""
+        counted = self._rec.kept[kept][self.at].astype(np.int64)
+        holds = np.where(self._continues, counted > 0, False)
+        holds[~self._continues] = condition
+        k = np.arange(len(self.at))
+        run_from = np.maximum(np.maximum.accumulate(np.where(holds, -1, k)) + 1, self._first)
+        length = np.where(holds, k - run_from + 1, 0)
+        run_start = np.minimum(run_from, len(k) - 1)  # past the end where the condition fails
+        continued = holds & self._continues[run_start]
+        return np.where(continued, length - 1 + counted[run_start], length)[~self._continues]
+
+    def window(self, totals: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """For the new records, each channel's sum over the turbine's trailing `size`
+        evidence records (a difference of running totals), and whether a whole window
+        is behind them (and was read)."""
+        below = self.ordinal - size
+        target = self.codes[~self._continues].astype(np.int64) * 2 ** 40 + below
+        at = np.minimum(np.searchsorted(self._key, target), len(self._key) - 1)
+        found = (below >= 0) & (self._key[at] == target)
+        full = (below >= -1) & (found | (below < 0))
+        sums = {}
+        for name, new_totals in totals.items():
+            every_totals = self._rec.kept[f"total_{name}"][self._every]
+            every_totals[~self._carried] = new_totals
+            sums[name] = new_totals - np.where(below < 0, 0.0, np.where(found, every_totals[at], np.nan))
+        return sums, full
+
+
+def _group_start(codes: np.ndarray) -> np.ndarray:
+    """Per element of `codes` (grouped), the index of its group's first element."""
+    k = np.arange(len(codes))
+    return np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]], k, 0))
 
 
 def _peer_relative_residual(rec: Records, evidence: np.ndarray, residual: np.ndarray) -> np.ndarray:
@@ -289,8 +352,6 @@ class _DaySums:
     the records, except the days before `days_from`, which come from `known` (what a
     previous run kept) where it has them; the days may start before the records do."""
 
-    QUANTITIES = DAY_COLUMNS[2:]
-
     def __init__(self, rec: Records, known: pd.DataFrame | None, days_from: pd.Series | None):
         self.names = pd.Index(rec.turbine[rec.first_of_turbine])  # names[code]
         day_of = rec.ts.astype("datetime64[D]")
@@ -309,7 +370,7 @@ class _DaySums:
         self.codes = rec.codes
         self.sums: dict[str, np.ndarray] = {}
 
-    def add(self, **per_record: np.ndarray) -> None:
+    def add(self, per_record: dict[str, np.ndarray]) -> None:
         """Sum each quantity per day and turbine, then take the known days."""
         known_days = pd.to_datetime(self.known["day"]).to_numpy().astype("datetime64[D]")
         known_day = (known_days - self.first).astype(np.int64)
@@ -317,24 +378,31 @@ class _DaySums:
         keep = known_day < self.days_from[known_code]
         at = (known_day[keep], known_code[keep])
         cell = self.day * len(self.names) + self.codes  # bincount: np.add.at's sums, 10x faster
-        for name in self.QUANTITIES:
+        for name in _DAY_QUANTITIES:
             sums = np.bincount(cell, weights=per_record[name].astype(float),
                                minlength=self.n_days * len(self.names)).reshape(self.n_days, len(self.names))
             sums[at] = self.known[name].to_numpy(dtype="float64")[keep]
             self.sums[name] = sums
 
-    def baselines(self, params: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Per (day, turbine), the trailing baselines of the own and peer relative
-        deficits: the median daily value over the previous `baseline_days` (valid days
-        only), ending `baseline_gap_days` before the day, 0 with fewer than
+    def baselines(self, params: dict, day: np.ndarray, code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """At each (`day`, turbine `code`), the trailing baselines of the own and peer
+        relative deficits: the median daily value over the `baseline_days` ending
+        `baseline_gap_days` before the day (valid days only), 0 with fewer than
         `baseline_min_days` valid days."""
+        needed, which = np.unique(day, return_inverse=True)
+        last = needed - 1 - int(params["baseline_gap_days"])
+        days = last[:, None] - np.arange(int(params["baseline_days"]))[None, ::-1]  # each needed day's window
+
         def baseline(counted: str, num: str, den: str) -> np.ndarray:
             with np.errstate(invalid="ignore", divide="ignore"):
                 values = np.where(self.sums[counted] >= params["baseline_min_day_records"],
                                   self.sums[num] / self.sums[den], np.nan)
-            rolling = pd.DataFrame(values).rolling(int(params["baseline_days"]),
-                                                   min_periods=int(params["baseline_min_days"])).median()
-            return rolling.shift(1 + int(params["baseline_gap_days"])).fillna(0.0).to_numpy()
+            windows = np.where((days >= 0)[:, :, None], values[np.maximum(days, 0)], np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a window without a valid day
+                median = np.nanmedian(windows, axis=1)
+            enough = np.isfinite(windows).sum(axis=1) >= params["baseline_min_days"]
+            return np.where(enough, median, 0.0)[which, code]
 
         return baseline("evidence", "own_num", "own_den"), baseline("matched", "peer_num", "peer_den")
 
@@ -346,7 +414,7 @@ class _DaySums:
         day, code = np.nonzero(with_records)
         return pd.DataFrame({"turbine_id": self.names[code],
                              "day": (self.first + day.astype("timedelta64[D]")).astype("datetime64[s]"),
-                             **{name: self.sums[name][day, code] for name in self.QUANTITIES}})[DAY_COLUMNS]
+                             **{name: self.sums[name][day, code] for name in _DAY_QUANTITIES}})[DAY_COLUMNS]
 
 
 def _calibration_lookup(calibration: pd.DataFrame, rec: Records) -> tuple[np.ndarray, np.ndarray]:

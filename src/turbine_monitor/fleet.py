@@ -105,12 +105,13 @@ def check_fleet(farms: dict, formats: dict, asset_tables: dict[str, pd.DataFrame
 
 def turbines_table(fleet: dict[str, Farm]) -> pd.DataFrame:
     """The `turbines` table: one row per turbine of the fleet, with its farm."""
-    table = pd.concat({farm_id: farm.assets for farm_id, farm in fleet.items()}, names=["farm_id"])
-    table = table.reset_index(level="farm_id").reset_index(drop=True)
+    def column(name: str, dtype: str) -> np.ndarray:  # NumPy: pd.concat of 100 small tables takes ~15 ms
+        return np.concatenate([farm.assets[name].to_numpy(dtype) for farm in fleet.values()] or [[]])
+
     return pd.DataFrame({
-        "farm_id": table["farm_id"], "turbine_id": table["Wind_turbine_name"],
-        "latitude": table["Latitude"].astype("float64"), "longitude": table["Longitude"].astype("float64"),
-        "rated_power_kw": table["Rated_power"].astype("float64"),
+        "farm_id": np.repeat(list(fleet), [len(farm.assets) for farm in fleet.values()]),
+        "turbine_id": column("Wind_turbine_name", "object"), "latitude": column("Latitude", "float64"),
+        "longitude": column("Longitude", "float64"), "rated_power_kw": column("Rated_power", "float64"),
     })
 
 

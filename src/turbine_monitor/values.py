@@ -154,7 +154,7 @@ class AlertUpdate:
     first timestamp of its earliest stop run still in progress (NaT: none).
     `episodes`: the recomputed episodes (all start at or after their farm's `since`);
     what the next run continues from: `days`, the detector's day sums from the day of
-    `since` on, and `evidence`, its evidence terms from `since` on."""
+    `since` on, and `evidence`, its evidence records from `since` on."""
 
     farms: pd.DataFrame
     episodes: pd.DataFrame

@@ -27,19 +27,21 @@ def episode(turbine: str, kind: str, start_h: float, end_h: float | None, record
 
 
 def frame(*episodes: dict, since_h: float = 0, farm: str = "lhb", days: pd.DataFrame | None = None,
-          evidence_h: tuple[float, ...] = (), resume_h: float | None = None) -> AlertUpdate:
+          evidence_h: tuple[float, ...] = (), resume_h: float | None = None,
+          first_ordinal: int = 0) -> AlertUpdate:
     """The farm's episodes as recomputed from `since_h` hours after T0 on, as the
-    detection of one partition saves them, with the evidence terms of R80711 at
-    `evidence_h` hours."""
+    detection of one partition saves them, with what it keeps of R80711's evidence
+    records at `evidence_h` hours, numbered from `first_ordinal`."""
     table = pd.DataFrame(list(episodes), columns=EPISODE_COLUMNS).astype(
         {"start_ts": "datetime64[us, UTC]", "end_ts": "datetime64[us, UTC]"})
     days = pd.DataFrame(columns=DAY_COLUMNS) if days is None else days
-    evidence = pd.DataFrame([("R80711", T0 + pd.Timedelta(hours=h), True, 1.0, 1.0, 1.0, 1.0)
-                             for h in evidence_h], columns=EVIDENCE_COLUMNS)
+    evidence = pd.DataFrame([("R80711", T0 + pd.Timedelta(hours=h), n, *[1.0] * 10, 0, 0, False)
+                             for n, h in enumerate(evidence_h, start=first_ordinal)],
+                            columns=EVIDENCE_COLUMNS)
     farms = pd.DataFrame({"farm_id": [farm], "since": [T0 + pd.Timedelta(hours=since_h)],
                           "scored_through": [T0 + pd.Timedelta(days=30)],
                           "resume_from": [pd.NaT if resume_h is None else T0 + pd.Timedelta(hours=resume_h)]})
-    return AlertUpdate(farms, table, days, evidence.astype({"ts": "datetime64[us, UTC]", "matched": bool}))
+    return AlertUpdate(farms, table, days, evidence.astype({"ts": "datetime64[us, UTC]"}))
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def alerts(tmp_path) -> AlertsDataset:
     with connect(path, lock_timeout_s=5) as con:
         con.execute("INSERT INTO turbines (farm_id, turbine_id) VALUES "
                     "('lhb', 'R80711'), ('lhb', 'R80721'), ('other', 'S1')")
-    return AlertsDataset(filepath=str(path), lock_timeout_s=5)
+    return AlertsDataset(filepath=str(path), kept_evidence_records=1, lock_timeout_s=5)
 
 
 def by_key(table: pd.DataFrame) -> dict:
@@ -122,20 +124,23 @@ def test_the_detectors_day_sums_are_kept_and_replaced_by_a_later_run(alerts, tmp
     con.close()
 
 
-def test_kept_evidence_terms_are_replaced_from_since_on_and_an_unfinished_stop_run_kept(alerts, tmp_path):
-    alerts.save(frame(evidence_h=(1, 2, 3, 4)))
-    alerts.save(frame(since_h=3, evidence_h=(3.5, 5), resume_h=3.5))
-    alerts.save(frame(farm="other", since_h=0))  # another farm's update leaves lhb's terms alone
+def test_kept_evidence_replaced_from_since_on_dropped_before_a_later_runs_reach_and_a_stop_run_kept(
+        alerts, tmp_path):
+    alerts.save(frame(evidence_h=(1, 2, 3, 4)))  # ordinals 0..3
+    # From 3 h on, R80711's evidence records are now at 3.5 and 5 h (ordinals 2 and 3): its
+    # last one before 3 h stays (the fixture keeps one), the one before it goes.
+    alerts.save(frame(since_h=3, evidence_h=(3.5, 5), resume_h=3.5, first_ordinal=2))
+    alerts.save(frame(farm="other", since_h=0))  # another farm's update leaves lhb's records alone
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     kept = con.sql("SELECT ts FROM detector_evidence ORDER BY ts").fetchall()
-    assert [(ts - T0) / pd.Timedelta(hours=1) for (ts,) in kept] == [1, 2, 3.5, 5]
+    assert [(ts - T0) / pd.Timedelta(hours=1) for (ts,) in kept] == [2, 3.5, 5]
     assert con.sql("SELECT resume_from FROM alert_detection WHERE farm_id = 'lhb'").fetchall() == [
         (T0 + pd.Timedelta(hours=3.5),)]
     con.close()
 
 
-def test_evidence_terms_are_stored_in_time_order(alerts, tmp_path):
-    # Several turbines' terms, turbine by turbine as the detector returns them: stored by
+def test_evidence_records_are_stored_in_time_order(alerts, tmp_path):
+    # Several turbines' records, turbine by turbine as the detector returns them: stored by
     # time, so that a run reading the window before its `since` skips older row groups.
     update = frame(since_h=0, evidence_h=(1, 2, 3))
     other = update.evidence.assign(turbine_id="R80721")

@@ -129,17 +129,28 @@ CREATE TABLE IF NOT EXISTS detector_days (
     PRIMARY KEY (turbine_id, day)
 );
 
--- What the alert detector keeps per evidence record (detection.py, EVIDENCE_COLUMNS): the
--- terms of its channels' trailing sums, so that a run reads them for the window before
--- the records it recomputes instead of those records' predictions. Rows from a farm's
--- `since` on are replaced with its episodes, in the same transaction; no key, for the
--- same reason as `scoring_queue`.
+-- What the alert detector keeps per evidence record (detection.py, EVIDENCE_COLUMNS), so
+-- that a run continues from its turbines' last ones instead of reading their window: its
+-- ordinal among the turbine's evidence records, the running totals of the windows' terms
+-- since the turbine's first (a window's sum is the difference of two) and of the day
+-- sums since the UTC day's first, the open and close persistence counts, and whether an
+-- alert was open. Rows from a farm's `since` on are replaced with its episodes, in the
+-- same transaction; no key, for the same reason as `scoring_queue`.
 CREATE TABLE IF NOT EXISTS detector_evidence (
     turbine_id                  VARCHAR NOT NULL,
     ts                          TIMESTAMPTZ NOT NULL,
-    matched                     BOOLEAN NOT NULL,   -- a peer value was there at this timestamp
-    own_num                     DOUBLE NOT NULL,
-    own_den                     DOUBLE NOT NULL,
-    peer_num                    DOUBLE NOT NULL,
-    peer_den                    DOUBLE NOT NULL
+    ordinal                     BIGINT NOT NULL,
+    total_own_num               DOUBLE NOT NULL,
+    total_own_den               DOUBLE NOT NULL,
+    total_peer_num              DOUBLE NOT NULL,
+    total_peer_den              DOUBLE NOT NULL,
+    day_evidence                DOUBLE NOT NULL,
+    day_matched                 DOUBLE NOT NULL,
+    day_own_num                 DOUBLE NOT NULL,
+    day_own_den                 DOUBLE NOT NULL,
+    day_peer_num                DOUBLE NOT NULL,
+    day_peer_den                DOUBLE NOT NULL,
+    open_streak                 BIGINT NOT NULL,
+    calm_streak                 BIGINT NOT NULL,
+    alert_open                  BOOLEAN NOT NULL
 );

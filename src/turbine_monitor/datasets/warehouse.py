@@ -71,8 +71,8 @@ MIGRATIONS = {
     # reads every farm's predictions once, and keeps the evidence terms from then on.
     "detect alerts anew with kept evidence": "DELETE FROM alert_detection; DELETE FROM detector_days",
     # A warehouse from before records were written in time order and `scada` and
-    # `predictions` lost their keys: the three record tables rebuilt so (schema.sql); a
-    # one-off, ~1 minute per 20 M rows.
+    # `predictions` lost their keys: the record tables rebuilt so (schema.sql; the kept
+    # evidence is made anew, below); a one-off, ~1 minute per 20 M rows.
     "records without keys, in time order": f"""
         ALTER TABLE scada RENAME TO scada_before;
         ALTER TABLE predictions RENAME TO predictions_before;
@@ -80,10 +80,17 @@ MIGRATIONS = {
         {SCHEMA_SQL};
         INSERT INTO scada BY NAME SELECT * FROM scada_before {TIME_ORDER};
         INSERT INTO predictions BY NAME SELECT * FROM predictions_before {TIME_ORDER};
-        INSERT INTO detector_evidence BY NAME SELECT * FROM detector_evidence_before {TIME_ORDER};
         DROP TABLE scada_before;
         DROP TABLE predictions_before;
         DROP TABLE detector_evidence_before""",
+    # A warehouse from before the detector kept running totals per evidence record: its
+    # next detection reads every farm's predictions once (as the first did), and keeps
+    # them from then on.
+    "detector evidence as running totals": f"""
+        DROP TABLE detector_evidence;
+        {SCHEMA_SQL};
+        DELETE FROM alert_detection;
+        DELETE FROM detector_days""",
 }
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
@@ -423,17 +430,25 @@ class AlertsDataset(_WarehouseDataset):
     keyed by (turbine_id, kind, start_ts): a known episode keeps its `opened_at` (and
     its `updated_at` unless it changed), a new one is stamped now; earlier episodes stay
     as they are. What the detector continues from is replaced alike: `detector_days`
-    takes the update's day sums, `detector_evidence` its evidence terms from `since` on,
-    and `alert_detection` the farm's `scored_through` and `resume_from`.
+    takes the update's day sums, `detector_evidence` its evidence records from `since` on
+    (keeping, per turbine, its last `kept_evidence_records` before `since`: a later run
+    reads no further back), and `alert_detection` the farm's `scored_through` and
+    `resume_from`.
 
     Example (`conf/base/catalog.yml`)::
 
         alerts:
           type: turbine_monitor.datasets.AlertsDataset
           filepath: data/warehouse.duckdb
+          kept_evidence_records: 300
     """
 
     _KEY = ("turbine_id", "kind", "start_ts")
+
+    def __init__(self, filepath: str, kept_evidence_records: int, lock_timeout_s: float = 60.0,
+                 memory_limit: str | None = None, metadata: dict | None = None):
+        super().__init__(filepath, lock_timeout_s, memory_limit, metadata)
+        self._kept_evidence_records = int(kept_evidence_records)
 
     def load(self) -> pd.DataFrame:
         with self._connect() as con:
@@ -474,6 +489,13 @@ class AlertsDataset(_WarehouseDataset):
                 WHERE e.ts >= $earliest AND t.turbine_id = e.turbine_id AND u.farm_id = t.farm_id
                   AND e.ts >= u.since""", {"earliest": update.farms["since"].min()})
             con.execute(f"INSERT INTO detector_evidence BY NAME SELECT * FROM updated_evidence {TIME_ORDER}")
+            con.execute("""
+                DELETE FROM detector_evidence e USING (
+                    SELECT e.turbine_id, max(e.ordinal) AS ordinal FROM detector_evidence e
+                    JOIN turbines t USING (turbine_id) JOIN updated_farms u USING (farm_id)
+                    WHERE e.ts < u.since GROUP BY e.turbine_id) last
+                WHERE e.turbine_id = last.turbine_id AND e.ordinal <= last.ordinal - $kept""",
+                        {"kept": self._kept_evidence_records})
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
             con.execute("INSERT INTO alert_detection BY NAME "
                         "SELECT farm_id, scored_through, resume_from FROM updated_farms")

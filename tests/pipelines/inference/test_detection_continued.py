@@ -71,9 +71,10 @@ def test_detection_continued_delivery_by_delivery_equals_detection_over_all_pred
         estimator=None, turbines=TURBINES, windows=[], feature_names=[], nearest={},
         iec_curve=IecPowerCurve(1.0, {}), trained_from=day(0), trained_until=day(0), calibration=calibration))
     predictions_table = DuckDBQueryDataset(str(path), table="predictions")
-    inputs = DuckDBQueryDataset(str(path), query=f"{RULES}.detection_inputs", query_args=WINDOW, partitions={
+    inputs = DuckDBQueryDataset(str(path), query=f"{RULES}.detection_inputs", query_args={
+        **WINDOW, "window_records": PARAMS["window_records"]}, partitions={
         "work": f"{RULES}.detection_work", "work_args": {"window_evidence_records": 300}})
-    alerts = AlertsDataset(str(path))
+    alerts = AlertsDataset(str(path), kept_evidence_records=300)
 
     predictions = faulty_farm()
     for delivery in deliveries(predictions):

@@ -193,8 +193,8 @@ def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, r
 
     from turbine_monitor.detection import detect_alerts
 
-    settings = ws.globals() | {"alerts": {"lookback_days": 6,
-                                          "window_evidence_records": 300, "baseline_days": 3}}
+    settings = ws.globals() | {"alerts": ws.load("globals")["alerts"] | {
+        "lookback_days": 6, "window_evidence_records": 300, "baseline_days": 3}}
     (ws.conf / "local" / "globals.yml").write_text(yaml.safe_dump(settings))
     short = {"inference": {"alerts": {"baseline_min_days": 2}}}
     days = pd.date_range("2014-02-01", "2014-03-01", freq="2D", tz="UTC")

@@ -89,16 +89,19 @@ def test_nothing_to_score_reads_nothing(warehouse):
     assert read(warehouse, rows_to_score, farms=["north", "south"], history_hours=6).empty
 
 
-def detect(path: Path, farms: list[str], lookback_days: float = 0, evidence: int = 1000) -> pd.DataFrame:
+def detect(path: Path, farms: list[str], lookback_days: float = 0, evidence: int = 1000,
+           window: int = 2) -> pd.DataFrame:
     return read(path, detection_inputs, farms=farms, lookback_days=lookback_days, baseline_days=3,
-                window_evidence_records=evidence)
+                window_evidence_records=evidence, window_records=window)
 
 
 def keep_evidence(path: Path, turbine: str, stamps: list[pd.Timestamp]) -> None:
-    """Evidence terms an earlier detection kept for `turbine` at `stamps`."""
-    for ts in stamps:
-        execute(path, "INSERT INTO detector_evidence VALUES ($t, $ts, true, 1, 1, 1, 1)",
-                {"t": turbine, "ts": ts})
+    """What an earlier detection kept of `turbine`'s evidence records at `stamps` (its
+    first ones: ordinals 0, 1, ...)."""
+    totals = ", ".join(["1"] * 10)
+    for ordinal, ts in enumerate(stamps):
+        execute(path, f"INSERT INTO detector_evidence VALUES ($t, $ts, $n, {totals}, 0, 0, false)",
+                {"t": turbine, "ts": ts, "n": ordinal})
 
 
 def test_detection_work_lists_the_farms_with_predictions_scored_since_their_last_detection(warehouse):
@@ -129,7 +132,10 @@ def test_detection_reads_each_farm_from_its_first_prediction_scored_since_its_la
     assert rows(window[window["farm_id"] == "south"]) == {("C", i) for i in range(8)}  # south: untouched
     assert inputs["carried"].empty  # lookback 0
     north = detect(warehouse, ["north"], lookback_days=1 / 72)  # 20 min before
-    assert rows(north["carried"]) == {("A", 6), ("A", 7), ("B", 6), ("B", 7)}
+    # Each turbine's last kept record, and A's a window (2) back from its 2 new ones: the
+    # first new one's window starts after row 6, the second's after row 7.
+    assert rows(north["carried"]) == {("A", 6), ("A", 7), ("B", 7)}
+    assert rows(detect(warehouse, ["north"], lookback_days=1, window=1)["carried"]) == {("A", 7), ("B", 7)}
     assert set(zip(north["turbines"]["turbine_id"], north["turbines"]["farm_id"], strict=True)) == {
         ("A", "north"), ("B", "north")}
 
@@ -149,7 +155,7 @@ def test_detection_reaches_back_to_an_open_alert_and_to_an_unfinished_stop_run(w
 
 def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
     """With day sums kept for days before `recompute_from` holding enough evidence for
-    every turbine of the farm, the kept evidence terms read start at that day, not
+    every turbine of the farm, the kept evidence records are searched from that day, not
     lookback_days back; the day sums come with them; no prediction before
     `recompute_from` is read."""
     late = pd.Timestamp("2015-03-10", tz="UTC")

@@ -106,11 +106,11 @@ def update_alerts(detection_inputs: Partitions, champions: FarmModels, params: d
         raise ValueError(f"Alert detection reads at most {params['lookback_days']} days before the episodes "
                          f"it recomputes, but its baselines need {needed}: raise alerts.lookback_days in "
                          "conf/base/globals.yml.")
-    evidence = params["window_records"] + params["open_persistence_records"]
-    if params["window_evidence_records"] < evidence:
-        raise ValueError(f"Alert detection reads {params['window_evidence_records']} evidence records before "
-                         f"the episodes it recomputes, but its windows need {evidence}: raise "
-                         "alerts.window_evidence_records in conf/base/globals.yml.")
+    if params["window_evidence_records"] < params["window_records"]:
+        raise ValueError(f"Alert detection searches {params['window_evidence_records']} evidence records "
+                         "back from the episodes it recomputes, but its windows are "
+                         f"{params['window_records']} long: raise alerts.window_evidence_records in "
+                         "conf/base/globals.yml.")
     return detection_inputs.map(detect_partition, champions, params)
 
 
@@ -120,7 +120,7 @@ def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, par
     `inputs["farms"]` says, per farm, from when episodes are recomputed
     (`recompute_from`) and the newest `scored_at` read, `inputs["turbines"]` lists their
     turbines, `inputs["predictions"]` holds the farms' predictions from there on,
-    `inputs["carried"]` the evidence terms earlier runs kept for the window before it,
+    `inputs["carried"]` what earlier runs kept of the evidence records before it,
     and `inputs["known_days"]` their day sums.
     Episodes starting before `recompute_from` are final."""
     models, failures = _champions(inputs["farms"]["farm_id"], champions, "alert detection")

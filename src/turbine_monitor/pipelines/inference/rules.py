@@ -65,7 +65,7 @@ def detection_work(window_evidence_records: int) -> WarehouseQuery:
 
 
 def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
-                     window_evidence_records: int) -> dict[str, WarehouseQuery]:
+                     window_evidence_records: int, window_records: int) -> dict[str, WarehouseQuery]:
     """What a detection run of `farms` reads, in one snapshot, per farm:
 
     - `farms`: its `recompute_from`, the earliest of: the farm's first prediction scored
@@ -75,12 +75,14 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
       earlier are final.
     - `predictions` (with `farm_id`): the farm's predictions from `recompute_from` on.
     - `turbines`: the farms' turbines (turbine_id, farm_id).
-    - `carried`: the terms of the farm's evidence records that earlier
-      runs kept (`detector_evidence`), for the window before `recompute_from` that the
-      detector's trailing sums read: back to the day by which every turbine of the farm
-      has `window_evidence_records` evidence records (`detector_days`), at most
-      `lookback_days`. Without `farm_id` (`turbines` has it): a text column on its ~400
-      rows per turbine cost more than the rest of the query.
+    - `carried`: what earlier runs kept of the evidence records before
+      `recompute_from` (`detector_evidence`) that the detector continues from: per
+      turbine, the last one, and those `window_records` evidence records back from each
+      of its evidence records read (its window sums are differences of running totals;
+      there are at most as many as the kept ones from `recompute_from` on and the
+      predictions scored since). They are searched back to the day by which every
+      turbine of the farm has `window_evidence_records` evidence records
+      (`detector_days`), at most `lookback_days`.
     - `known_days`: the detector's day sums the previous runs kept for the farm, from
       `baseline_days` before that window to the day before `recompute_from`'s.
     """
@@ -112,6 +114,7 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
             GROUP BY since.farm_id, since.ts)"""
     arguments = {"farms": list(farms), "lookback_days": lookback_days,
                  "window_evidence_records": window_evidence_records}
+    continued = {**arguments, "window_records": window_records}
     farms_since = WarehouseQuery(f"""{ctes}
         SELECT farm_id, ts AS recompute_from, scored_through FROM since ORDER BY farm_id""", arguments)
     predictions = WarehouseQuery(f"""{ctes}
@@ -119,10 +122,23 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
         FROM predictions p JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
         WHERE p.ts >= since.ts""", arguments)
     turbines = WarehouseQuery(f"WITH {_FARMS} SELECT turbine_id, farm_id FROM farm", {"farms": list(farms)})
-    carried = WarehouseQuery(f"""{ctes}
-        SELECT e.* FROM detector_evidence e JOIN farm f USING (turbine_id)
-        JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
-        WHERE e.ts >= w.ts AND e.ts < since.ts""", arguments)
+    carried = WarehouseQuery(f"""{ctes},
+        kept AS (
+            SELECT e.* FROM detector_evidence e JOIN farm f USING (turbine_id)
+            JOIN window_start w USING (farm_id) WHERE e.ts >= w.ts),
+        last_kept AS (  -- per turbine, its last kept record before `since`, and how many follow
+            SELECT k.turbine_id, max(k.ordinal) FILTER (WHERE k.ts < since.ts) AS ordinal,
+                   count(*) FILTER (WHERE k.ts >= since.ts) AS later
+            FROM kept k JOIN farm f USING (turbine_id) JOIN since USING (farm_id) GROUP BY k.turbine_id),
+        scored AS (  -- per turbine, its predictions scored since the farm's last detection
+            SELECT p.turbine_id, count(*) AS records
+            FROM predictions p JOIN farm f USING (turbine_id) JOIN last_detection l USING (farm_id)
+            WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ) GROUP BY p.turbine_id)
+        SELECT k.* FROM kept k JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
+        JOIN last_kept l USING (turbine_id) LEFT JOIN scored s USING (turbine_id)
+        WHERE k.ts < since.ts AND (k.ordinal = l.ordinal OR k.ordinal BETWEEN l.ordinal + 1 - $window_records
+                                   AND l.ordinal + l.later + coalesce(s.records, 0) - $window_records)""",
+                             continued)
     known_days = WarehouseQuery(f"""{ctes}
         SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id)
         JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
