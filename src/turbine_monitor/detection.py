@@ -250,7 +250,7 @@ def _underperformance_state(
             abs_deficit < params["abs_close_deficit"])
     open_streak = chain.streak(peer_open | abs_open, "open_streak")
     calm_streak = chain.streak(calm, "calm_streak")
-    signal = np.where(rec.carried, rec.kept["alert_open"], np.nan)
+    signal = np.where(chain.last_carried, rec.kept["alert_open"], np.nan)  # the state to continue
     signal[chain.new_at] = np.where(open_streak >= params["open_persistence_records"], 1.0,
                                     np.where(calm_streak >= params["close_persistence_records"], 0.0, np.nan))
     state = _hold(signal, rec.codes)
@@ -371,7 +371,8 @@ class _DaySums:
         self.sums: dict[str, np.ndarray] = {}
 
     def add(self, per_record: dict[str, np.ndarray]) -> None:
-        """Sum each quantity per day and turbine, then take the known days."""
+        """Sum each quantity per day and turbine (`per_record`: a carried record gives its
+        day's totals up to it), then take the known days."""
         known_days = pd.to_datetime(self.known["day"]).to_numpy().astype("datetime64[D]")
         known_day = (known_days - self.first).astype(np.int64)
         known_code = self.names.get_indexer(self.known["turbine_id"])

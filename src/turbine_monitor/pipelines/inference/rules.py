@@ -9,6 +9,7 @@ that it runs on PostgreSQL too."""
 
 from __future__ import annotations
 
+from turbine_monitor.detection import EVIDENCE_COLUMNS
 from turbine_monitor.values import WarehouseQuery
 
 SCORING_COLUMNS = ["turbine_id", "ts", "power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
@@ -122,22 +123,26 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
         FROM predictions p JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
         WHERE p.ts >= since.ts""", arguments)
     turbines = WarehouseQuery(f"WITH {_FARMS} SELECT turbine_id, farm_id FROM farm", {"farms": list(farms)})
+    kept_columns = ", ".join(f"k.{column}" for column in EVIDENCE_COLUMNS)
     carried = WarehouseQuery(f"""{ctes},
+        turbine_since AS (  -- per turbine: its farm's `since`, and how far back to search
+            SELECT f.turbine_id, since.ts AS since, w.ts AS search_from
+            FROM farm f JOIN since USING (farm_id) JOIN window_start w USING (farm_id)),
         kept AS (
-            SELECT e.* FROM detector_evidence e JOIN farm f USING (turbine_id)
-            JOIN window_start w USING (farm_id) WHERE e.ts >= w.ts),
+            SELECT e.*, t.since FROM detector_evidence e JOIN turbine_since t USING (turbine_id)
+            WHERE e.ts >= t.search_from),
         last_kept AS (  -- per turbine, its last kept record before `since`, and how many follow
-            SELECT k.turbine_id, max(k.ordinal) FILTER (WHERE k.ts < since.ts) AS ordinal,
-                   count(*) FILTER (WHERE k.ts >= since.ts) AS later
-            FROM kept k JOIN farm f USING (turbine_id) JOIN since USING (farm_id) GROUP BY k.turbine_id),
+            SELECT turbine_id, max(ordinal) FILTER (WHERE ts < since) AS ordinal,
+                   count(*) FILTER (WHERE ts >= since) AS later
+            FROM kept GROUP BY turbine_id),
         scored AS (  -- per turbine, its predictions scored since the farm's last detection
             SELECT p.turbine_id, count(*) AS records
             FROM predictions p JOIN farm f USING (turbine_id) JOIN last_detection l USING (farm_id)
             WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ) GROUP BY p.turbine_id)
-        SELECT k.* FROM kept k JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
-        JOIN last_kept l USING (turbine_id) LEFT JOIN scored s USING (turbine_id)
-        WHERE k.ts < since.ts AND (k.ordinal = l.ordinal OR k.ordinal BETWEEN l.ordinal + 1 - $window_records
-                                   AND l.ordinal + l.later + coalesce(s.records, 0) - $window_records)""",
+        SELECT {kept_columns}
+        FROM kept k JOIN last_kept l USING (turbine_id) LEFT JOIN scored s USING (turbine_id)
+        WHERE k.ts < k.since AND (k.ordinal = l.ordinal OR k.ordinal BETWEEN l.ordinal + 1 - $window_records
+                                  AND l.ordinal + l.later + coalesce(s.records, 0) - $window_records)""",
                              continued)
     known_days = WarehouseQuery(f"""{ctes}
         SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id)
