@@ -338,7 +338,7 @@ def _group_start(codes: np.ndarray) -> np.ndarray:
 def _peer_relative_residual(rec: Records, evidence: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """Per record, the median relative residual of the other turbines of its farm that
     are evidence at the same timestamp (NaN when none is). NaN for the carried records:
-    their terms were kept (a farm's records at a timestamp are all carried or none)."""
+    their state was kept (a farm's records at a timestamp are all carried or none)."""
     fresh = np.flatnonzero(~rec.carried)
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(evidence[fresh], residual[fresh] / rec.expected[fresh], np.nan)
