@@ -305,10 +305,9 @@ class _EvidenceChain:
         counted = self._rec.kept[kept][self.at].astype(np.int64)
         holds = np.where(self._continues, counted > 0, False)
         holds[~self._continues] = condition
-        k = np.arange(len(self.at))
-        run_from = np.maximum(np.maximum.accumulate(np.where(holds, -1, k)) + 1, self._first)
-        length = np.where(holds, k - run_from + 1, 0)
-        run_start = np.minimum(run_from, len(k) - 1)  # past the end where the condition fails
+        run_from = _run_start(holds, self._first)
+        length = np.where(holds, np.arange(len(self.at)) - run_from + 1, 0)
+        run_start = np.minimum(run_from, len(self.at) - 1)  # past the end where the condition fails
         continued = holds & self._continues[run_start]
         return np.where(continued, length - 1 + counted[run_start], length)[~self._continues]
 
@@ -487,7 +486,12 @@ def _persistent(condition: np.ndarray, codes: np.ndarray, records: int) -> np.nd
     """True where `condition` has held for the turbine's last `records` records."""
     if records <= 1:
         return condition
+    run_from = _run_start(condition, _group_start(codes))
+    return condition & (np.arange(len(condition)) - run_from + 1 >= records)
+
+
+def _run_start(condition: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """Per element, where the run of `condition` it ends began within its group (the
+    element after it where the condition fails)."""
     k = np.arange(len(condition))
-    last_false = np.maximum.accumulate(np.where(~condition, k, -1))
-    turbine_start = np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]], k, 0))
-    return condition & (k - np.maximum(last_false + 1, turbine_start) + 1 >= records)
+    return np.maximum(np.maximum.accumulate(np.where(condition, -1, k)) + 1, group_start)
