@@ -40,7 +40,9 @@ records, the channels' running totals since the turbine's first evidence record 
 since its UTC day's first, the open and close persistence counts and whether an alert
 was open. A window sum is the difference of two running totals, so a run reads, per
 turbine, its last kept record and the ones a window back from its new records: a few
-rows, not the window's records or the predictions behind them.
+rows, not the window's records or the predictions behind them. An underperformance
+alert open at a turbine's last carried record continues the episode an earlier run kept
+(``OPEN_EPISODE_COLUMNS``): its start, and its sums through that run's last record.
 
 Energy lost: the shortfall sum(max(expected - power, 0)) / 6 kWh over an episode's
 records; for `stopped`, the expected energy of its non-producing records. Records inside
@@ -70,6 +72,9 @@ _STREAKS = ["open_streak", "calm_streak"]  # evidence records in a row over / be
 #: What a run continues from, per evidence record.
 EVIDENCE_COLUMNS = ["turbine_id", "ts", "ordinal", *_TOTALS, *_DAY_TOTALS, *_STREAKS, "alert_open"]
 _KEPT = EVIDENCE_COLUMNS[2:]
+_SUMS = ["records", "operating_records", "energy_lost_kwh", "residual_kw_sum", "expected_kw_sum"]
+#: What a run continues an open underperformance episode from: its sums through `through_ts`.
+OPEN_EPISODE_COLUMNS = ["turbine_id", "kind", "start_ts", "through_ts", *_SUMS, "deficit_at_open", "channel"]
 
 
 @dataclass(frozen=True)
@@ -119,12 +124,14 @@ class Detection:
     the baselines are made of (`DAY_COLUMNS`); what each new evidence record leaves
     (`EVIDENCE_COLUMNS`); per turbine whose last record is inside
     a stop run (confirmed or not), the run's first timestamp (`stop_runs`: turbine_id,
-    start_ts), where the next run must reach back to."""
+    start_ts), where the next run must reach back to; the underperformance episodes
+    still open at the turbine's last record, with their sums (`OPEN_EPISODE_COLUMNS`)."""
 
     episodes: pd.DataFrame
     days: pd.DataFrame
     evidence: pd.DataFrame
     stop_runs: pd.DataFrame
+    open_episodes: pd.DataFrame
 
 
 def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -138,17 +145,21 @@ def detect_alerts(predictions: pd.DataFrame, calibration: pd.DataFrame, params: 
 
 def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
            known_days: pd.DataFrame | None = None, days_from: pd.Series | None = None,
-           carried: pd.DataFrame | None = None) -> Detection:
+           carried: pd.DataFrame | None = None, open_episodes: pd.DataFrame | None = None) -> Detection:
     """`detect_alerts`, continuing from what earlier runs kept: the day sums
     (`known_days`, `DAY_COLUMNS`) stand for the days before each turbine's `days_from`
     (a Series by turbine id), and the kept evidence records (`carried`,
     `EVIDENCE_COLUMNS`) for those before `predictions`: each turbine's last one and
-    those a window back from its new ones. Turbines of several farms may be detected at
-    once (`farm_id` column): peers are the other turbines of the same farm."""
+    those a window back from its new ones. An underperformance alert open at a
+    turbine's last carried record continues its open episode (`open_episodes`,
+    `OPEN_EPISODE_COLUMNS`, through the record before `predictions`): its start and
+    sums. Turbines of several farms may be detected at once (`farm_id` column): peers
+    are the other turbines of the same farm."""
     if predictions.empty:
         return Detection(pd.DataFrame(columns=EPISODE_COLUMNS), pd.DataFrame(columns=DAY_COLUMNS),
                          pd.DataFrame(columns=EVIDENCE_COLUMNS),
-                         pd.DataFrame(columns=["turbine_id", "start_ts"]))
+                         pd.DataFrame(columns=["turbine_id", "start_ts"]),
+                         pd.DataFrame(columns=OPEN_EPISODE_COLUMNS))
     rec = Records.from_predictions(predictions, carried)
     producing = rec.carried | (rec.power > params["stop_max_power_kw"])
     stop_record = ((rec.wind >= params["min_wind_ms"]) & (rec.expected >= params["stop_min_expected_kw"])
@@ -163,17 +174,19 @@ def detect(predictions: pd.DataFrame, calibration: pd.DataFrame, params: dict,
     shortfall = np.nan_to_num(np.maximum(rec.expected - rec.power, 0.0))
     lost_stopped = np.where(producing, shortfall, np.nan_to_num(np.maximum(rec.expected, 0.0))) / 6.0
     lost_under = np.where(_inside(stops, len(shortfall)), 0.0, shortfall) / 6.0
-    summaries = [
-        _summarise(rec, under, lost_under, evidence).assign(
-            deficit_at_open=deficit[under["_first"]], channel=channel[under["_first"]]),
-        _summarise(rec, stops, lost_stopped, stop_record).assign(deficit_at_open=np.nan, channel=None),
-    ]
-    episodes = pd.concat([s for s in summaries if not s.empty] or [pd.DataFrame(columns=EPISODE_COLUMNS)],
-                         ignore_index=True)[EPISODE_COLUMNS]
+    under = _continue_open(_summarise(rec, under, lost_under, evidence & ~rec.carried).assign(
+        deficit_at_open=deficit[under["_first"]], channel=channel[under["_first"]]),
+        rec.carried[under["_first"]], open_episodes)
+    summaries = [under, _summarise(rec, stops, lost_stopped, stop_record).assign(deficit_at_open=np.nan,
+                                                                                   channel=None)]
+    episodes = pd.concat([s for s in summaries if not s.empty] or summaries[:1], ignore_index=True)
     for column in ("start_ts", "end_ts"):
         episodes[column] = pd.to_datetime(episodes[column]).dt.tz_localize("UTC")
     episodes = episodes.sort_values(["turbine_id", "kind", "start_ts"]).reset_index(drop=True)
-    return Detection(episodes, days.table(), kept, stop_runs)
+    still_open = episodes[(episodes["kind"] == "underperformance") & episodes["end_ts"].isna()]
+    open_now = still_open.assign(through_ts=_utc(rec.ts[still_open["_last"].to_numpy(dtype=np.int64)]))
+    return Detection(episodes[EPISODE_COLUMNS], days.table(), kept, stop_runs,
+                     open_now[OPEN_EPISODE_COLUMNS].reset_index(drop=True))
 
 
 def _utc(ts: np.ndarray) -> pd.DatetimeIndex:
@@ -454,19 +467,46 @@ def _episodes(rec: Records, state: np.ndarray, kind: str) -> pd.DataFrame:
 
 def _summarise(rec: Records, episodes: pd.DataFrame, lost_kwh: np.ndarray,
                counted: np.ndarray) -> pd.DataFrame:
-    """Energy lost, record counts and mean relative residual of each episode."""
+    """Energy lost, record counts and mean relative residual of each episode, over its
+    records read (not the carried ones), with the sums the mean is made of."""
     first, last = episodes["_first"].to_numpy(), episodes["_last"].to_numpy()
 
     def total(values: np.ndarray) -> np.ndarray:
         cumulative = np.r_[0.0, np.cumsum(values)]
         return cumulative[last + 1] - cumulative[first]
 
+    sums = episodes.assign(
+        records=total((~rec.carried).astype(float)).astype(np.int64),
+        operating_records=total(counted.astype(float)).astype(np.int64), energy_lost_kwh=total(lost_kwh),
+        residual_kw_sum=total(np.where(counted, np.nan_to_num(rec.power - rec.expected), 0.0)),
+        expected_kw_sum=total(np.where(counted, np.nan_to_num(rec.expected), 0.0)))
+    return _with_mean(sums)
+
+
+def _with_mean(sums: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_relative = (total(np.where(counted, np.nan_to_num(rec.power - rec.expected), 0.0))
-                         / total(np.where(counted, np.nan_to_num(rec.expected), 0.0)))
-    return episodes.assign(energy_lost_kwh=total(lost_kwh), records=last - first + 1,
-                           operating_records=total(counted.astype(float)).astype(int),
-                           mean_relative_residual=mean_relative).drop(columns=["_first", "_last"])
+        return sums.assign(mean_relative_residual=sums["residual_kw_sum"] / sums["expected_kw_sum"])
+
+
+def _continue_open(under: pd.DataFrame, continued: np.ndarray, open_episodes: pd.DataFrame | None,
+                   ) -> pd.DataFrame:
+    """The underperformance episodes, those that begin at a carried record (an alert open
+    before the records read) continuing their turbine's kept open episode: its start,
+    the deficit and channel it opened on, and its sums added. One with no kept episode
+    is left out: it is a stored episode that ended after the records read began (the
+    run reached back to every open one it could not continue), final."""
+    if not continued.any():
+        return under
+    kept = (open_episodes if open_episodes is not None else pd.DataFrame(columns=OPEN_EPISODE_COLUMNS)
+            ).set_index("turbine_id").reindex(under["turbine_id"])
+    has_kept = kept["start_ts"].notna().to_numpy()
+    under = under[~continued | has_kept].astype({"deficit_at_open": "float64", "channel": "object"})
+    rows, kept = under.index[continued[~continued | has_kept]], kept[continued & has_kept]
+    under.loc[rows, "start_ts"] = pd.to_datetime(kept["start_ts"], utc=True).dt.tz_localize(None).to_numpy()
+    under.loc[rows, ["deficit_at_open", "channel"]] = kept[["deficit_at_open", "channel"]].to_numpy()
+    for name in _SUMS:
+        under.loc[rows, name] += kept[name].to_numpy(dtype=under[name].dtype)
+    return _with_mean(under)
 
 
 def _inside(episodes: pd.DataFrame, n: int) -> np.ndarray:

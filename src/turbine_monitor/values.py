@@ -150,16 +150,19 @@ class Skipped:
 class AlertUpdate:
     """Alert detection of some farms. `farms` (farm_id, since, scored_through,
     resume_from): per farm, from when its episodes were recomputed (the stored ones that
-    start earlier are final), the newest `scored_at` among the predictions read, and the
-    first timestamp of its earliest stop run still in progress (NaT: none).
-    `episodes`: the recomputed episodes (all start at or after their farm's `since`);
-    what the next run continues from: `days`, the detector's day sums from the day of
-    `since` on, and `evidence`, its evidence records from `since` on."""
+    start earlier are final, but for an open one continued), the newest `scored_at`
+    among the predictions read, and the first timestamp of its earliest stop run still
+    in progress (NaT: none). `episodes`: the recomputed episodes (those starting at or
+    after their farm's `since`, and the open ones continued); what the next run
+    continues from: `days`, the detector's day sums from the day of `since` on,
+    `evidence`, its evidence records from `since` on, and `open_episodes`, the farms'
+    open underperformance episodes with their sums."""
 
     farms: pd.DataFrame
     episodes: pd.DataFrame
     days: pd.DataFrame
     evidence: pd.DataFrame
+    open_episodes: pd.DataFrame
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 from turbine_monitor.datasets import AlertsDataset
 from turbine_monitor.datasets.warehouse import connect
-from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS, EVIDENCE_COLUMNS
+from turbine_monitor.detection import DAY_COLUMNS, EPISODE_COLUMNS, EVIDENCE_COLUMNS, OPEN_EPISODE_COLUMNS
 from turbine_monitor.values import AlertUpdate
 
 T0 = pd.Timestamp("2015-05-01", tz="UTC")
@@ -28,10 +28,11 @@ def episode(turbine: str, kind: str, start_h: float, end_h: float | None, record
 
 def frame(*episodes: dict, since_h: float = 0, farm: str = "lhb", days: pd.DataFrame | None = None,
           evidence_h: tuple[float, ...] = (), resume_h: float | None = None,
-          first_ordinal: int = 0) -> AlertUpdate:
+          first_ordinal: int = 0, through_h: float | None = None) -> AlertUpdate:
     """The farm's episodes as recomputed from `since_h` hours after T0 on, as the
     detection of one partition saves them, with what it keeps of R80711's evidence
-    records at `evidence_h` hours, numbered from `first_ordinal`."""
+    records at `evidence_h` hours, numbered from `first_ordinal`, and of its open
+    underperformance episodes, read through `through_h` hours."""
     table = pd.DataFrame(list(episodes), columns=EPISODE_COLUMNS).astype(
         {"start_ts": "datetime64[us, UTC]", "end_ts": "datetime64[us, UTC]"})
     days = pd.DataFrame(columns=DAY_COLUMNS) if days is None else days
@@ -41,7 +42,10 @@ def frame(*episodes: dict, since_h: float = 0, farm: str = "lhb", days: pd.DataF
     farms = pd.DataFrame({"farm_id": [farm], "since": [T0 + pd.Timedelta(hours=since_h)],
                           "scored_through": [T0 + pd.Timedelta(days=30)],
                           "resume_from": [pd.NaT if resume_h is None else T0 + pd.Timedelta(hours=resume_h)]})
-    return AlertUpdate(farms, table, days, evidence.astype({"ts": "datetime64[us, UTC]"}))
+    still_open = table[(table["kind"] == "underperformance") & table["end_ts"].isna()]
+    kept = still_open.assign(through_ts=T0 + pd.Timedelta(hours=through_h or 0), residual_kw_sum=-1.0,
+                             expected_kw_sum=10.0)[OPEN_EPISODE_COLUMNS]
+    return AlertUpdate(farms, table, days, evidence.astype({"ts": "datetime64[us, UTC]"}), kept)
 
 
 @pytest.fixture
@@ -102,6 +106,25 @@ def test_episodes_before_the_recomputed_part_are_final(alerts, tmp_path):
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert con.sql("SELECT farm_id, scored_through, resume_from FROM alert_detection").fetchall() == [
         ("lhb", T0 + pd.Timedelta(days=30), None)]
+    con.close()
+
+
+def test_an_open_episode_continued_replaces_the_stored_one_and_its_kept_sums(alerts, tmp_path):
+    """A run that continued R80711's open episode (started before its `since`) replaces
+    it, which keeps its `opened_at`; the kept open episodes are the farm's latest."""
+    alerts.save(frame(episode("R80711", "underperformance", 0, None, 40), through_h=6))
+    (before,) = alerts.load().itertuples()
+    alerts.save(frame(episode("R80711", "underperformance", 0, None, 52), since_h=7, through_h=8))
+    (after,) = alerts.load().itertuples()
+    assert (after.records, after.opened_at) == (52, before.opened_at)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.sql("SELECT turbine_id, records, through_ts FROM detector_episodes").fetchall() == [
+        ("R80711", 52, T0 + pd.Timedelta(hours=8))]
+    con.close()
+    alerts.save(frame(episode("R80711", "underperformance", 0, 9, 58), since_h=9))  # closed
+    assert alerts.load()["end_ts"].tolist() == [T0 + pd.Timedelta(hours=9)]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.sql("SELECT count(*) FROM detector_episodes").fetchall() == [(0,)]
     con.close()
 
 

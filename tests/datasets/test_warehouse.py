@@ -241,3 +241,20 @@ def test_a_prediction_is_saved_only_for_a_row_still_in_the_queue(tmp_path):
         assert con.sql("SELECT ts, model_version FROM predictions ORDER BY ts").fetchall() == [
             (ts[0], "1"), (ts[1], "1"), (ts[2], "2")]
         assert con.sql("SELECT count(*) FROM scoring_queue").fetchall() == [(0,)]
+
+
+def test_an_upsert_replaces_the_rows_of_the_same_key_and_adds_the_new_ones(tmp_path):
+    from turbine_monitor.datasets.warehouse import connect
+
+    path = tmp_path / "w.duckdb"
+    turbines = DuckDBQueryDataset(filepath=str(path), table="turbines", upsert=True, lock_timeout_s=5)
+    fleet = pd.DataFrame({"farm_id": ["north", "north", "south"], "turbine_id": ["A", "B", "C"],
+                          "latitude": [48.0, 48.1, 47.0], "longitude": [5.0, 5.1, 4.0],
+                          "rated_power_kw": [2050.0, 2050.0, 2000.0]})
+    turbines.save(fleet)
+    turbines.save(fleet)  # unchanged
+    moved = fleet.iloc[1:].assign(latitude=[48.2, 47.0])  # B moved, C as it was
+    turbines.save(pd.concat([moved, fleet.iloc[:1].assign(turbine_id="D")]))
+    with connect(path, lock_timeout_s=5) as con:
+        stored = con.sql("SELECT turbine_id, farm_id, latitude FROM turbines ORDER BY turbine_id").fetchall()
+    assert stored == [("A", "north", 48.0), ("B", "north", 48.2), ("C", "south", 47.0), ("D", "north", 48.0)]

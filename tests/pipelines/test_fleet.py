@@ -192,7 +192,7 @@ def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions_per_f
         export.loc[week, "P_avg"] *= 0.85
         export.to_csv(path, index=False)
     settings = fleet.sandbox.globals() | {"alerts": fleet.sandbox.load("globals")["alerts"] | {
-        "lookback_days": 6, "window_evidence_records": 300, "baseline_days": 3}}
+        "window_evidence_records": 300, "baseline_days": 3}}
     (fleet.sandbox.conf / "local" / "globals.yml").write_text(yaml.safe_dump(settings))
     short = {"inference": {"alerts": {"baseline_min_days": 2}}}
     for farm in fleet.entries:

@@ -154,3 +154,22 @@ CREATE TABLE IF NOT EXISTS detector_evidence (
     calm_streak                 BIGINT NOT NULL,
     alert_open                  BOOLEAN NOT NULL
 );
+
+-- What the alert detector keeps of each open underperformance episode (detection.py,
+-- OPEN_EPISODE_COLUMNS): its sums through `through_ts`, the turbine's last record read,
+-- so that a run whose new records all come later continues the episode instead of
+-- reading its records again. Replaced per farm with its episodes, in the same transaction.
+CREATE TABLE IF NOT EXISTS detector_episodes (
+    turbine_id                  VARCHAR NOT NULL,
+    kind                        VARCHAR NOT NULL,
+    start_ts                    TIMESTAMPTZ NOT NULL,
+    through_ts                  TIMESTAMPTZ NOT NULL,
+    records                     BIGINT NOT NULL,
+    operating_records           BIGINT NOT NULL,
+    energy_lost_kwh             DOUBLE NOT NULL,
+    residual_kw_sum             DOUBLE NOT NULL,
+    expected_kw_sum             DOUBLE NOT NULL,
+    deficit_at_open             DOUBLE,
+    channel                     VARCHAR,
+    PRIMARY KEY (turbine_id, kind, start_ts)
+);

@@ -44,6 +44,7 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 from kedro.utils import load_obj
 
+from turbine_monitor.detection import DAY_COLUMNS, EVIDENCE_COLUMNS, OPEN_EPISODE_COLUMNS
 from turbine_monitor.values import (
     AlertUpdate,
     FarmResult,
@@ -244,8 +245,9 @@ class DuckDBQueryDataset(_WarehouseDataset):
     `query` called with `farms=[...]` too, when it is produced.
 
     Saves by inserting into `table` (by column name) in one transaction, replacing the
-    rows of the same key with `upsert`. With `dequeue` (a queue table of (turbine_id, ts)
-    keys), only the rows still in the queue are inserted, in time order, and leave it in
+    rows of the same key with `upsert` (a row stored as it is already is not written
+    again). With `dequeue` (a queue table of (turbine_id, ts) keys), only the rows
+    still in the queue are inserted, in time order, and leave it in
     the same transaction: each row is saved once, by the first run to take it off the
     queue, with no key on `table` (the warehouse has one writer at a time). Saves
     `values.Partitions` one partition and transaction at a time (`save_partitions`).
@@ -317,9 +319,11 @@ class DuckDBQueryDataset(_WarehouseDataset):
         with self._connect() as con:
             con.begin()
             con.register("incoming", data)
-            if self._upsert:
-                con.execute(f"INSERT OR REPLACE INTO {self._table} BY NAME SELECT * FROM incoming")
-                inserted = len(data)
+            if self._upsert:  # rows stored as they are already are not written again
+                columns = ", ".join(f'"{column}"' for column in data.columns)
+                inserted = con.execute(f"""
+                    INSERT OR REPLACE INTO {self._table} BY NAME SELECT {columns} FROM incoming
+                    EXCEPT SELECT {columns} FROM {self._table}""").fetchone()[0]
             elif self._dequeue:
                 inserted = con.execute(f"""
                     INSERT INTO {self._table} BY NAME
@@ -426,14 +430,16 @@ class AlertsDataset(_WarehouseDataset):
     """The `alerts` table. `load()` returns it. `save(update)` stores an `AlertUpdate`
     (some farms' detection) in one transaction; `values.Partitions` of them one
     transaction per partition (`save_partitions`). For each farm, the episodes of its
-    turbines starting at or after its `since` are replaced by the recomputed ones,
-    keyed by (turbine_id, kind, start_ts): a known episode keeps its `opened_at` (and
-    its `updated_at` unless it changed), a new one is stamped now; earlier episodes stay
-    as they are. What the detector continues from is replaced alike: `detector_days`
-    takes the update's day sums, `detector_evidence` its evidence records from `since` on
-    (keeping, per turbine, its last `kept_evidence_records` before `since`: a later run
-    reads no further back), and `alert_detection` the farm's `scored_through` and
-    `resume_from`.
+    turbines starting at or after its `since`, and the open ones it continued, are
+    replaced by the recomputed ones, keyed by (turbine_id, kind, start_ts): a known
+    episode keeps its `opened_at` (and its `updated_at` unless it changed), a new one is
+    stamped now; earlier episodes stay as they are. What the detector continues from is
+    replaced alike: `detector_days` takes the update's day sums, `detector_evidence` its
+    evidence records from `since` on (keeping, per turbine, its last
+    `kept_evidence_records` before `since` or the start of an open alert of its farm, if
+    earlier: a later run reads no further back),
+    `detector_episodes` the farm's open underperformance episodes, and `alert_detection`
+    the farm's `scored_through` and `resume_from`.
 
     Example (`conf/base/catalog.yml`)::
 
@@ -463,7 +469,7 @@ class AlertsDataset(_WarehouseDataset):
         key = ", ".join(self._KEY)
         with self._connect() as con:
             con.begin()
-            for name in ("farms", "episodes", "days", "evidence"):
+            for name in ("farms", "episodes", "days", "evidence", "open_episodes"):
                 con.register(f"updated_{name}", getattr(update, name))
             opened = con.execute(f"SELECT count(*) FROM updated_episodes ANTI JOIN alerts USING ({key})"
                                  ).fetchone()[0]
@@ -471,7 +477,9 @@ class AlertsDataset(_WarehouseDataset):
                 CREATE OR REPLACE TEMP TABLE stored AS
                 SELECT a.* FROM alerts a JOIN turbines t USING (turbine_id)
                 JOIN updated_farms u ON u.farm_id = t.farm_id
-                WHERE a.start_ts >= u.since""")
+                WHERE a.start_ts >= u.since OR EXISTS (  -- an open episode continued
+                    SELECT 1 FROM updated_episodes e
+                    WHERE e.turbine_id = a.turbine_id AND e.kind = a.kind AND e.start_ts = a.start_ts)""")
             con.execute("""
                 DELETE FROM alerts a USING stored s
                 WHERE a.turbine_id = s.turbine_id AND a.kind = s.kind AND a.start_ts = s.start_ts""")
@@ -482,20 +490,49 @@ class AlertsDataset(_WarehouseDataset):
                             THEN s.updated_at ELSE now() END AS updated_at
                 FROM updated_episodes e LEFT JOIN stored s USING ({key})""")
             con.execute("DROP TABLE stored")
-            con.execute("INSERT OR REPLACE INTO detector_days BY NAME SELECT * FROM updated_days")
-            # The constant bound lets the scan skip the row groups before every farm's `since`.
+            # Only what changed is written: a farm recomputed from an earlier point (an open
+            # stop, a late record) brings its records since then back, and most come out as
+            # they were. The constant bound lets
+            # the scans skip the row groups before every farm's `since`.
+            earliest = update.farms["since"].min()
+            days, evidence = ", ".join(DAY_COLUMNS), ", ".join(EVIDENCE_COLUMNS)
+            open_episodes = ", ".join(OPEN_EPISODE_COLUMNS)
+            con.execute(f"""
+                INSERT OR REPLACE INTO detector_days BY NAME
+                SELECT {days} FROM updated_days
+                EXCEPT SELECT {days} FROM detector_days WHERE day >= CAST($earliest AS DATE)""",
+                        {"earliest": earliest})
             con.execute("""
-                DELETE FROM detector_evidence e USING turbines t, updated_farms u
-                WHERE e.ts >= $earliest AND t.turbine_id = e.turbine_id AND u.farm_id = t.farm_id
-                  AND e.ts >= u.since""", {"earliest": update.farms["since"].min()})
-            con.execute(f"INSERT INTO detector_evidence BY NAME SELECT * FROM updated_evidence {TIME_ORDER}")
+                CREATE OR REPLACE TEMP TABLE stored_evidence AS
+                SELECT e.* FROM detector_evidence e JOIN turbines t USING (turbine_id)
+                JOIN updated_farms u USING (farm_id) WHERE e.ts >= $earliest AND e.ts >= u.since""",
+                        {"earliest": earliest})
+            con.execute(f"""
+                DELETE FROM detector_evidence e USING (SELECT {evidence} FROM stored_evidence
+                                                      EXCEPT SELECT {evidence} FROM updated_evidence) gone
+                WHERE e.ts >= $earliest AND e.turbine_id = gone.turbine_id AND e.ts = gone.ts""",
+                        {"earliest": earliest})
+            con.execute(f"""
+                INSERT INTO detector_evidence BY NAME SELECT * FROM (
+                    SELECT {evidence} FROM updated_evidence EXCEPT SELECT {evidence} FROM stored_evidence)
+                {TIME_ORDER}""")
+            con.execute("DROP TABLE stored_evidence")
             con.execute("""
                 DELETE FROM detector_evidence e USING (
                     SELECT e.turbine_id, max(e.ordinal) AS ordinal FROM detector_evidence e
-                    JOIN turbines t USING (turbine_id) JOIN updated_farms u USING (farm_id)
-                    WHERE e.ts < u.since GROUP BY e.turbine_id) last
+                    JOIN turbines t USING (turbine_id) JOIN (  -- how far a next run may reach back
+                        SELECT u.farm_id, least(u.since, min(o.start_ts)) AS ts FROM updated_farms u
+                        LEFT JOIN (SELECT t.farm_id, o.start_ts FROM updated_episodes o JOIN turbines t
+                                   USING (turbine_id) WHERE o.end_ts IS NULL) o USING (farm_id)
+                        GROUP BY u.farm_id, u.since) reach USING (farm_id)
+                    WHERE e.ts < reach.ts GROUP BY e.turbine_id) last
                 WHERE e.turbine_id = last.turbine_id AND e.ordinal <= last.ordinal - $kept""",
                         {"kept": self._kept_evidence_records})
+            con.execute("""
+                DELETE FROM detector_episodes WHERE turbine_id IN (
+                    SELECT turbine_id FROM turbines JOIN updated_farms USING (farm_id))""")
+            con.execute(f"INSERT INTO detector_episodes BY NAME SELECT {open_episodes} "
+                        "FROM updated_open_episodes")
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
             con.execute("INSERT INTO alert_detection BY NAME "
                         "SELECT farm_id, scored_through, resume_from FROM updated_farms")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.conftest import PARAMETERS
 from tests.test_detection import STD_KW, TURBINES, day, farm, rows, scale_power
@@ -20,7 +21,7 @@ from turbine_monitor.pipelines.inference.nodes import update_alerts
 from turbine_monitor.values import FarmModels, RegisteredModel
 
 RULES = "turbine_monitor.pipelines.inference.rules"
-WINDOW = {"lookback_days": 6, "baseline_days": 3, "window_evidence_records": 300}
+WINDOW = {"baseline_days": 3, "window_evidence_records": 300}
 PARAMS = PARAMETERS["inference"]["alerts"] | WINDOW | {"baseline_min_days": 2}
 T3_STOP, T1_STOP = day(5), day(8.5)  # T3's inside T2's underperformance alert, T1's when none is open
 
@@ -47,20 +48,25 @@ def faulty_farm() -> pd.DataFrame:
                               model_version="1")
 
 
-def deliveries(predictions: pd.DataFrame) -> list[pd.DataFrame]:
+def deliveries(predictions: pd.DataFrame, late: str | None) -> list[pd.DataFrame]:
     """The predictions in deliveries of one stamp through the two hours around each stop
-    and of six hours elsewhere; T4's records of a delivery come with the next one."""
+    and of six hours elsewhere; the `late` turbine's records of a delivery come with the
+    next one."""
     stamps = pd.DatetimeIndex(np.sort(predictions["ts"].unique()))
     one_by_one = np.zeros(len(stamps), bool)
     for stop in (T3_STOP, T1_STOP):
         one_by_one |= (stamps >= stop - pd.Timedelta(minutes=30)) & (stamps < stop + pd.Timedelta(minutes=90))
     delivery = np.cumsum(one_by_one | (np.arange(len(stamps)) % 36 == 0) | np.r_[False, one_by_one[:-1]])
     of_record = pd.Series(delivery, index=stamps).loc[predictions["ts"]].to_numpy()
-    of_record = np.where(predictions["turbine_id"] == "T4", of_record + 1, of_record)
+    of_record = np.where(predictions["turbine_id"] == late, of_record + 1, of_record)
     return [records for _, records in predictions.groupby(of_record)]
 
 
-def test_detection_continued_delivery_by_delivery_equals_detection_over_all_predictions(tmp_path):
+@pytest.mark.parametrize("late", [None, "T4"])
+def test_detection_continued_delivery_by_delivery_equals_detection_over_all_predictions(tmp_path, late):
+    """On time, a run continues T2's open alert from what the last one kept of it
+    (without reading its records again); with T4 a delivery late, each run reaches back
+    to its start. Either way, the episodes are those of one detection over everything."""
     path = tmp_path / "warehouse.duckdb"
     with connect(path, lock_timeout_s=5) as con:
         con.executemany("INSERT INTO turbines (farm_id, turbine_id) VALUES ('f', $1)",
@@ -72,13 +78,18 @@ def test_detection_continued_delivery_by_delivery_equals_detection_over_all_pred
         iec_curve=IecPowerCurve(1.0, {}), trained_from=day(0), trained_until=day(0), calibration=calibration))
     predictions_table = DuckDBQueryDataset(str(path), table="predictions")
     inputs = DuckDBQueryDataset(str(path), query=f"{RULES}.detection_inputs", query_args={
-        **WINDOW, "window_records": PARAMS["window_records"]}, partitions={
+        "baseline_days": 3, "baseline_gap_days": PARAMS["baseline_gap_days"],
+        "window_records": PARAMS["window_records"]}, partitions={
         "work": f"{RULES}.detection_work", "work_args": {"window_evidence_records": 300}})
     alerts = AlertsDataset(str(path), kept_evidence_records=300)
 
     predictions = faulty_farm()
-    for delivery in deliveries(predictions):
+    continued = 0
+    for delivery in deliveries(predictions, late):
         predictions_table.save(delivery.drop(columns="residual_kw"))
+        (read,) = inputs.load().values()
+        open_alert = alerts.load().query("end_ts.isna() and kind == 'underperformance'")["start_ts"]
+        continued += bool(len(open_alert)) and read()["farms"]["recompute_from"].iloc[0] > open_alert.min()
         updates = update_alerts(inputs.load(), FarmModels(f=lambda: champion), PARAMS)
         alerts.save(updates)
         assert not [saved for saved in updates.saved if "failures" in saved]
@@ -89,3 +100,4 @@ def test_detection_continued_delivery_by_delivery_equals_detection_over_all_pred
     stored = alerts.load()[EPISODE_COLUMNS].sort_values(["turbine_id", "kind", "start_ts"])
     stored = stored.reset_index(drop=True)
     pd.testing.assert_frame_equal(stored, whole.astype(stored.dtypes.to_dict()), check_exact=False)
+    assert (continued > 0) == (late is None)

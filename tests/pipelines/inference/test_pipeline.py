@@ -184,9 +184,9 @@ def test_inference_reads_landing_files_first(ws):
 
 def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, registry):
     """Each run recomputes only the episodes that can still change (globals `alerts`),
-    reading a lookback before them: February 2014 delivered two days at a time, R80721
-    derated by 15 % for a week, gives the episodes the detector finds over all the
-    predictions at once. Short lookback and baselines, so that the month spans several."""
+    continuing from what earlier runs kept: February 2014 delivered two days at a time,
+    R80721 derated by 15 % for a week, gives the episodes the detector finds over all
+    the predictions at once. Short baselines, so that the month spans several."""
     import mlflow
     import pandas as pd
     import yaml
@@ -194,7 +194,7 @@ def test_alerts_recomputed_run_by_run_equal_detection_over_all_predictions(ws, r
     from turbine_monitor.detection import detect_alerts
 
     settings = ws.globals() | {"alerts": ws.load("globals")["alerts"] | {
-        "lookback_days": 6, "window_evidence_records": 300, "baseline_days": 3}}
+        "window_evidence_records": 300, "baseline_days": 3}}
     (ws.conf / "local" / "globals.yml").write_text(yaml.safe_dump(settings))
     short = {"inference": {"alerts": {"baseline_min_days": 2}}}
     days = pd.date_range("2014-02-01", "2014-03-01", freq="2D", tz="UTC")

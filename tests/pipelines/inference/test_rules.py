@@ -89,10 +89,9 @@ def test_nothing_to_score_reads_nothing(warehouse):
     assert read(warehouse, rows_to_score, farms=["north", "south"], history_hours=6).empty
 
 
-def detect(path: Path, farms: list[str], lookback_days: float = 0, evidence: int = 1000,
-           window: int = 2) -> pd.DataFrame:
-    return read(path, detection_inputs, farms=farms, lookback_days=lookback_days, baseline_days=3,
-                window_evidence_records=evidence, window_records=window)
+def detect(path: Path, farms: list[str], window: int = 2) -> pd.DataFrame:
+    return read(path, detection_inputs, farms=farms, baseline_days=3, baseline_gap_days=1,
+                window_records=window)
 
 
 def keep_evidence(path: Path, turbine: str, stamps: list[pd.Timestamp]) -> None:
@@ -130,12 +129,11 @@ def test_detection_reads_each_farm_from_its_first_prediction_scored_since_its_la
     assert farms.loc["north", "recompute_from"] == stamp(8)  # A's rows 8 and 9 were scored after hour 7
     assert rows(window[window["farm_id"] == "north"]) == {("A", 8), ("A", 9)}
     assert rows(window[window["farm_id"] == "south"]) == {("C", i) for i in range(8)}  # south: untouched
-    assert inputs["carried"].empty  # lookback 0
-    north = detect(warehouse, ["north"], lookback_days=1 / 72)  # 20 min before
     # Each turbine's last kept record, and A's a window (2) back from its 2 new ones: the
     # first new one's window starts after row 6, the second's after row 7.
-    assert rows(north["carried"]) == {("A", 6), ("A", 7), ("B", 7)}
-    assert rows(detect(warehouse, ["north"], lookback_days=1, window=1)["carried"]) == {("A", 7), ("B", 7)}
+    assert rows(inputs["carried"]) == {("A", 6), ("A", 7), ("B", 7)}
+    north = detect(warehouse, ["north"], window=1)
+    assert rows(north["carried"]) == {("A", 7), ("B", 7)}
     assert set(zip(north["turbines"]["turbine_id"], north["turbines"]["farm_id"], strict=True)) == {
         ("A", "north"), ("B", "north")}
 
@@ -153,11 +151,36 @@ def test_detection_reaches_back_to_an_open_alert_and_to_an_unfinished_stop_run(w
     assert detect(warehouse, ["north"])["farms"]["recompute_from"].iloc[0] == stamp(9)
 
 
-def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
-    """With day sums kept for days before `recompute_from` holding enough evidence for
-    every turbine of the farm, the kept evidence records are searched from that day, not
-    lookback_days back; the day sums come with them; no prediction before
-    `recompute_from` is read."""
+def test_an_open_underperformance_alert_kept_through_an_earlier_record_is_continued(warehouse):
+    """North's last run read through hour 8 and kept B's open alert (from row 2) through
+    row 8; A's rows 9 are new: the run continues the alert from row 9 on. Kept through
+    row 9 or later (a late record), or not kept, the run reaches back to its start."""
+    execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
+            {"at": scored_at(8)})
+    execute(warehouse, "INSERT INTO alerts (turbine_id, kind, start_ts) "
+            "VALUES ('B', 'underperformance', $ts)", {"ts": stamp(2)})
+
+    def kept_through(row: int) -> None:
+        execute(warehouse, "DELETE FROM detector_episodes")
+        execute(warehouse, "INSERT INTO detector_episodes VALUES "
+                "('B', 'underperformance', $start, $through, 7, 7, 10.0, -50.0, 500.0, 0.08, 'peer')",
+                {"start": stamp(2), "through": stamp(row)})
+
+    assert detect(warehouse, ["north"])["farms"]["recompute_from"].iloc[0] == stamp(2)  # not kept
+    kept_through(8)
+    inputs = detect(warehouse, ["north"])
+    assert inputs["farms"]["recompute_from"].iloc[0] == stamp(9)
+    assert inputs["open_episodes"][["turbine_id", "records"]].values.tolist() == [["B", 7]]
+    kept_through(9)
+    inputs = detect(warehouse, ["north"])
+    assert inputs["farms"]["recompute_from"].iloc[0] == stamp(2) and inputs["open_episodes"].empty
+
+
+def test_detection_reads_the_window_starts_and_the_baseline_days_before_recompute_from(warehouse):
+    """Before `recompute_from`, only what earlier runs kept is read, however old: each
+    turbine's last evidence record and its new records' window starts (here a day or
+    more back), and the day sums of the baseline days (3) ending a gap day (1) before;
+    no prediction before `recompute_from`."""
     late = pd.Timestamp("2015-03-10", tz="UTC")
     for turbine in "AB":
         execute(warehouse, "INSERT INTO predictions (turbine_id, ts, model_version, scored_at) "
@@ -169,10 +192,11 @@ def test_detection_reads_back_only_as_far_as_the_kept_day_sums_allow(warehouse):
                                                              tz="UTC")))
     execute(warehouse, "INSERT INTO alert_detection (farm_id, scored_through) VALUES ('north', $at)",
             {"at": scored_at(19)})
-    inputs = detect(warehouse, ["north"], lookback_days=30, evidence=100)  # 2 days of 60 evidence records
+    inputs = detect(warehouse, ["north"])
     assert inputs["farms"]["recompute_from"].iloc[0] == late
     late_stamp = int((late - T0) / pd.Timedelta(minutes=10))
     assert rows(inputs["predictions"]) == {("A", late_stamp), ("B", late_stamp)}
     assert set(inputs["carried"]["ts"]) == {pd.Timestamp(f"2015-03-0{day} 12:00", tz="UTC") for day in (8, 9)}
     days = pd.to_datetime(inputs["known_days"]["day"])
-    assert days.min() == pd.Timestamp("2015-03-05") and days.max() == pd.Timestamp("2015-03-09")  # 3 before
+    # March 10's baseline: the 3 days ending a gap day before it (6-8); later days' reach to the 9th
+    assert days.min() == pd.Timestamp("2015-03-06") and days.max() == pd.Timestamp("2015-03-09")

@@ -101,14 +101,9 @@ def _same_features(models: dict[str, RegisteredModel]) -> list[list[str]]:
 def update_alerts(detection_inputs: Partitions, champions: FarmModels, params: dict) -> Partitions:
     """The alert episodes that can still change, a partition of farms at a time
     (`detect_partition`)."""
-    needed = params["baseline_days"] + params["baseline_gap_days"] + 1
-    if params["lookback_days"] < needed:
-        raise ValueError(f"Alert detection reads at most {params['lookback_days']} days before the episodes "
-                         f"it recomputes, but its baselines need {needed}: raise alerts.lookback_days in "
-                         "conf/base/globals.yml.")
     if params["window_evidence_records"] < params["window_records"]:
-        raise ValueError(f"Alert detection searches {params['window_evidence_records']} evidence records "
-                         "back from the episodes it recomputes, but its windows are "
+        raise ValueError(f"Alert detection keeps {params['window_evidence_records']} evidence records "
+                         "before the episodes it recomputes, but its windows are "
                          f"{params['window_records']} long: raise alerts.window_evidence_records in "
                          "conf/base/globals.yml.")
     return detection_inputs.map(detect_partition, champions, params)
@@ -121,8 +116,9 @@ def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, par
     (`recompute_from`) and the newest `scored_at` read, `inputs["turbines"]` lists their
     turbines, `inputs["predictions"]` holds the farms' predictions from there on,
     `inputs["carried"]` what earlier runs kept of the evidence records before it,
-    and `inputs["known_days"]` their day sums.
-    Episodes starting before `recompute_from` are final."""
+    `inputs["known_days"]` their day sums and `inputs["open_episodes"]` the open
+    underperformance episodes the run continues. Other episodes starting before
+    `recompute_from` are final."""
     models, failures = _champions(inputs["farms"]["farm_id"], champions, "alert detection")
     farms = inputs["farms"][inputs["farms"]["farm_id"].isin(models)]
     turbines = inputs["turbines"][inputs["turbines"]["farm_id"].isin(farms["farm_id"])]
@@ -134,17 +130,16 @@ def detect_partition(inputs: dict[str, pd.DataFrame], champions: FarmModels, par
                             ignore_index=True)
     farm_of = turbines.set_index("turbine_id")["farm_id"]
     since = farms.set_index("farm_id")["recompute_from"]
-    detection = detect(predictions, calibration, params, inputs["known_days"],
-                       days_from=farm_of.map(since), carried=carried)
-    episodes = detection.episodes[detection.episodes["start_ts"]
-                                  >= detection.episodes["turbine_id"].map(farm_of).map(since)]
+    detection = detect(predictions, calibration, params, inputs["known_days"], days_from=farm_of.map(since),
+                       carried=carried, open_episodes=inputs["open_episodes"])
     first_run = detection.stop_runs.groupby(detection.stop_runs["turbine_id"].map(farm_of))["start_ts"].min()
     resume_from = pd.to_datetime(farms["farm_id"].map(first_run.to_dict()), utc=True)
     update = AlertUpdate(
         farms=pd.DataFrame({"farm_id": farms["farm_id"], "since": farms["recompute_from"],
                             "scored_through": farms["scored_through"], "resume_from": resume_from,
                             }).reset_index(drop=True),
-        episodes=episodes.reset_index(drop=True), days=detection.days, evidence=detection.evidence)
+        episodes=detection.episodes, days=detection.days, evidence=detection.evidence,
+        open_episodes=detection.open_episodes)
     return FarmResult(update, failures)
 
 

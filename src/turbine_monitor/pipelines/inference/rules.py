@@ -65,15 +65,18 @@ def detection_work(window_evidence_records: int) -> WarehouseQuery:
         GROUP BY f.farm_id ORDER BY f.farm_id""", {"window_evidence_records": window_evidence_records})
 
 
-def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
-                     window_evidence_records: int, window_records: int) -> dict[str, WarehouseQuery]:
+def detection_inputs(farms: list[str], baseline_days: int, baseline_gap_days: int,
+                     window_records: int) -> dict[str, WarehouseQuery]:
     """What a detection run of `farms` reads, in one snapshot, per farm:
 
     - `farms`: its `recompute_from`, the earliest of: the farm's first prediction scored
-      since its last detection, the start of an open alert of the farm, and the start of
-      a stop run still in progress at its last detection (not yet confirmed, or not yet
-      over); and `scored_through`, the newest `scored_at` read. Episodes starting
-      earlier are final.
+      since its last detection, the start of a stop run still in progress at its last
+      detection (not yet confirmed, or not yet over), and the start of each open alert
+      of the farm that the run does not continue: a stop, an underperformance alert
+      without a kept episode (`detector_episodes`), and, unless every kept episode of
+      the farm was read through a record before the other points, every open alert;
+      and `scored_through`, the newest `scored_at` read. Episodes starting earlier are
+      final, but for the open ones continued.
     - `predictions` (with `farm_id`): the farm's predictions from `recompute_from` on.
     - `turbines`: the farms' turbines (turbine_id, farm_id).
     - `carried`: what earlier runs kept of the evidence records before
@@ -81,74 +84,70 @@ def detection_inputs(farms: list[str], lookback_days: float, baseline_days: int,
       turbine, the last one, and those `window_records` evidence records back from each
       of its evidence records read (its window sums are differences of running totals;
       there are at most as many as the kept ones from `recompute_from` on and the
-      predictions scored since). They are searched back to the day by which every
-      turbine of the farm has `window_evidence_records` evidence records
-      (`detector_days`), at most `lookback_days`.
-    - `known_days`: the detector's day sums the previous runs kept for the farm, from
-      `baseline_days` before that window to the day before `recompute_from`'s.
+      predictions scored since). The table holds a bounded number per turbine (the
+      alerts dataset trims it), so this reads no history.
+    - `known_days`: the detector's day sums the previous runs kept for the farm, for the
+      `baseline_days` + `baseline_gap_days` days before `recompute_from`'s day (the
+      baselines of the days from there on).
+    - `open_episodes`: the farm's kept open underperformance episodes read through a
+      record before `recompute_from`, which the run continues.
     """
     ctes = f"""WITH {_FARMS}, {_last_detection()},
-        open_alerts AS (SELECT f.farm_id, min(a.start_ts) AS start_ts
-            FROM alerts a JOIN farm f USING (turbine_id) WHERE a.end_ts IS NULL GROUP BY f.farm_id),
-        since AS (
-            SELECT f.farm_id, least(min(p.ts), min(o.start_ts), min(l.resume_from)) AS ts,
-                   max(p.scored_at) AS scored_through
+        new AS (
+            SELECT f.farm_id, min(p.ts) AS first_new, max(p.scored_at) AS scored_through,
+                   min(l.resume_from) AS resume_from
             FROM predictions p JOIN farm f USING (turbine_id) JOIN last_detection l USING (farm_id)
-            LEFT JOIN open_alerts o USING (farm_id)
             WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ)
             GROUP BY f.farm_id),
-        reach AS (  -- per turbine, the latest day by which it has enough evidence before `since`
-            SELECT farm_id, turbine_id, max(day) AS day FROM (
-                SELECT f.farm_id, d.turbine_id, d.day, sum(d.evidence) OVER (
-                    PARTITION BY d.turbine_id ORDER BY d.day DESC) AS evidence_back
-                FROM detector_days d JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
-                WHERE d.day < CAST(since.ts AS DATE)
-                  AND d.day >= CAST(since.ts - $lookback_days * INTERVAL '1 day' AS DATE)) days
-            WHERE evidence_back >= $window_evidence_records GROUP BY farm_id, turbine_id),
-        window_start AS (  -- the earliest of those days if every turbine of the farm has one
-            SELECT since.farm_id, CASE WHEN count(r.turbine_id) = min(n.turbines)
-                THEN greatest(CAST(min(r.day) AS TIMESTAMPTZ), since.ts - $lookback_days * INTERVAL '1 day')
-                ELSE since.ts - $lookback_days * INTERVAL '1 day' END AS ts
-            FROM since
-            JOIN (SELECT farm_id, count(*) AS turbines FROM farm GROUP BY farm_id) n USING (farm_id)
-            LEFT JOIN reach r USING (farm_id)
-            GROUP BY since.farm_id, since.ts)"""
-    arguments = {"farms": list(farms), "lookback_days": lookback_days,
-                 "window_evidence_records": window_evidence_records}
-    continued = {**arguments, "window_records": window_records}
+        open_alerts AS (  -- with how far its kept episode was read (NULL: none kept)
+            SELECT f.farm_id, a.start_ts, k.through_ts
+            FROM alerts a JOIN farm f USING (turbine_id)
+            LEFT JOIN detector_episodes k USING (turbine_id, kind, start_ts) WHERE a.end_ts IS NULL),
+        held AS (  -- what must be recomputed anyway, and how far the kept episodes were read
+            SELECT n.farm_id, max(o.through_ts) AS through_ts, min(o.start_ts) AS open_from,
+                   least(n.first_new, n.resume_from,
+                         min(o.start_ts) FILTER (WHERE o.through_ts IS NULL)) AS ts
+            FROM new n LEFT JOIN open_alerts o USING (farm_id)
+            GROUP BY n.farm_id, n.first_new, n.resume_from),
+        since AS (  -- the kept episodes continue if all were read through records before it
+            SELECT farm_id, CASE WHEN h.through_ts >= h.ts THEN least(h.ts, h.open_from) ELSE h.ts END AS ts,
+                   n.scored_through
+            FROM held h JOIN new n USING (farm_id))"""
+    arguments = {"farms": list(farms)}
     farms_since = WarehouseQuery(f"""{ctes}
         SELECT farm_id, ts AS recompute_from, scored_through FROM since ORDER BY farm_id""", arguments)
     predictions = WarehouseQuery(f"""{ctes}
         SELECT p.turbine_id, f.farm_id, p.ts, p.power_kw, p.wind_speed_ms, p.expected_power_kw
         FROM predictions p JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
         WHERE p.ts >= since.ts""", arguments)
-    turbines = WarehouseQuery(f"WITH {_FARMS} SELECT turbine_id, farm_id FROM farm", {"farms": list(farms)})
+    turbines = WarehouseQuery(f"WITH {_FARMS} SELECT turbine_id, farm_id FROM farm", arguments)
     kept_columns = ", ".join(f"k.{column}" for column in EVIDENCE_COLUMNS)
     carried = WarehouseQuery(f"""{ctes},
-        turbine_since AS (  -- per turbine: its farm's `since`, and how far back to search
-            SELECT f.turbine_id, since.ts AS since, w.ts AS search_from
-            FROM farm f JOIN since USING (farm_id) JOIN window_start w USING (farm_id)),
-        kept AS (
-            SELECT e.*, t.since FROM detector_evidence e JOIN turbine_since t USING (turbine_id)
-            WHERE e.ts >= t.search_from),
         last_kept AS (  -- per turbine, its last kept record before `since`, and how many follow
-            SELECT turbine_id, max(ordinal) FILTER (WHERE ts < since) AS ordinal,
-                   count(*) FILTER (WHERE ts >= since) AS later
-            FROM kept GROUP BY turbine_id),
+            SELECT e.turbine_id, max(e.ordinal) FILTER (WHERE e.ts < since.ts) AS ordinal,
+                   count(*) FILTER (WHERE e.ts >= since.ts) AS later
+            FROM detector_evidence e JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
+            GROUP BY e.turbine_id),
         scored AS (  -- per turbine, its predictions scored since the farm's last detection
             SELECT p.turbine_id, count(*) AS records
             FROM predictions p JOIN farm f USING (turbine_id) JOIN last_detection l USING (farm_id)
-            WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ) GROUP BY p.turbine_id)
+            WHERE p.scored_at > coalesce(l.scored_through, '-infinity'::TIMESTAMPTZ) GROUP BY p.turbine_id),
+        wanted AS (  -- the last one, and the window starts of the records from `since` on
+            SELECT l.turbine_id, l.ordinal AS last, l.ordinal + 1 - $window_records AS first_start,
+                   least(l.ordinal, l.ordinal + l.later + coalesce(s.records, 0) - $window_records)
+                   AS last_start
+            FROM last_kept l LEFT JOIN scored s USING (turbine_id))
         SELECT {kept_columns}
-        FROM kept k JOIN last_kept l USING (turbine_id) LEFT JOIN scored s USING (turbine_id)
-        WHERE k.ts < k.since AND (k.ordinal = l.ordinal OR k.ordinal BETWEEN l.ordinal + 1 - $window_records
-                                  AND l.ordinal + l.later + coalesce(s.records, 0) - $window_records)""",
-                             continued)
+        FROM detector_evidence k JOIN wanted w USING (turbine_id)
+        WHERE k.ordinal = w.last OR k.ordinal BETWEEN w.first_start AND w.last_start""",
+                             {**arguments, "window_records": window_records})
     known_days = WarehouseQuery(f"""{ctes}
-        SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id)
-        JOIN since USING (farm_id) JOIN window_start w USING (farm_id)
+        SELECT d.* FROM detector_days d JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
         WHERE d.day < CAST(since.ts AS DATE)
-          AND d.day >= CAST(w.ts AS DATE) - CAST($baseline_days AS INTEGER)""",
-                                {**arguments, "baseline_days": baseline_days})
+          AND d.day >= CAST(since.ts AS DATE) - CAST($days AS INTEGER)""",
+                                {**arguments, "days": baseline_days + baseline_gap_days})
+    open_episodes = WarehouseQuery(f"""{ctes}
+        SELECT k.* FROM detector_episodes k JOIN farm f USING (turbine_id) JOIN since USING (farm_id)
+        WHERE k.through_ts < since.ts""", arguments)
     return {"farms": farms_since, "turbines": turbines, "predictions": predictions, "carried": carried,
-            "known_days": known_days}
+            "known_days": known_days, "open_episodes": open_episodes}
