@@ -437,9 +437,9 @@ class AlertsDataset(_WarehouseDataset):
     replaced alike: `detector_days` takes the update's day sums, `detector_evidence` its
     evidence records from `since` on (keeping, per turbine, its last
     `kept_evidence_records` before `since` or the start of an open alert of its farm, if
-    earlier: a later run reads no further back),
-    `detector_episodes` the farm's open underperformance episodes, and `alert_detection`
-    the farm's `scored_through` and `resume_from`.
+    earlier: a later run reads no further back), `detector_episodes` the farm's open
+    underperformance episodes, and `alert_detection` the farm's `scored_through` and
+    `resume_from`.
 
     Example (`conf/base/catalog.yml`)::
 
@@ -490,49 +490,7 @@ class AlertsDataset(_WarehouseDataset):
                             THEN s.updated_at ELSE now() END AS updated_at
                 FROM updated_episodes e LEFT JOIN stored s USING ({key})""")
             con.execute("DROP TABLE stored")
-            # Only what changed is written: a farm recomputed from an earlier point (an open
-            # stop, a late record) brings its records since then back, and most come out as
-            # they were. The constant bound lets
-            # the scans skip the row groups before every farm's `since`.
-            earliest = update.farms["since"].min()
-            days, evidence = ", ".join(DAY_COLUMNS), ", ".join(EVIDENCE_COLUMNS)
-            open_episodes = ", ".join(OPEN_EPISODE_COLUMNS)
-            con.execute(f"""
-                INSERT OR REPLACE INTO detector_days BY NAME
-                SELECT {days} FROM updated_days
-                EXCEPT SELECT {days} FROM detector_days WHERE day >= CAST($earliest AS DATE)""",
-                        {"earliest": earliest})
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE stored_evidence AS
-                SELECT e.* FROM detector_evidence e JOIN turbines t USING (turbine_id)
-                JOIN updated_farms u USING (farm_id) WHERE e.ts >= $earliest AND e.ts >= u.since""",
-                        {"earliest": earliest})
-            con.execute(f"""
-                DELETE FROM detector_evidence e USING (SELECT {evidence} FROM stored_evidence
-                                                      EXCEPT SELECT {evidence} FROM updated_evidence) gone
-                WHERE e.ts >= $earliest AND e.turbine_id = gone.turbine_id AND e.ts = gone.ts""",
-                        {"earliest": earliest})
-            con.execute(f"""
-                INSERT INTO detector_evidence BY NAME SELECT * FROM (
-                    SELECT {evidence} FROM updated_evidence EXCEPT SELECT {evidence} FROM stored_evidence)
-                {TIME_ORDER}""")
-            con.execute("DROP TABLE stored_evidence")
-            con.execute("""
-                DELETE FROM detector_evidence e USING (
-                    SELECT e.turbine_id, max(e.ordinal) AS ordinal FROM detector_evidence e
-                    JOIN turbines t USING (turbine_id) JOIN (  -- how far a next run may reach back
-                        SELECT u.farm_id, least(u.since, min(o.start_ts)) AS ts FROM updated_farms u
-                        LEFT JOIN (SELECT t.farm_id, o.start_ts FROM updated_episodes o JOIN turbines t
-                                   USING (turbine_id) WHERE o.end_ts IS NULL) o USING (farm_id)
-                        GROUP BY u.farm_id, u.since) reach USING (farm_id)
-                    WHERE e.ts < reach.ts GROUP BY e.turbine_id) last
-                WHERE e.turbine_id = last.turbine_id AND e.ordinal <= last.ordinal - $kept""",
-                        {"kept": self._kept_evidence_records})
-            con.execute("""
-                DELETE FROM detector_episodes WHERE turbine_id IN (
-                    SELECT turbine_id FROM turbines JOIN updated_farms USING (farm_id))""")
-            con.execute(f"INSERT INTO detector_episodes BY NAME SELECT {open_episodes} "
-                        "FROM updated_open_episodes")
+            self._store_detector_state(con, update)
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
             con.execute("INSERT INTO alert_detection BY NAME "
                         "SELECT farm_id, scored_through, resume_from FROM updated_farms")
@@ -544,3 +502,49 @@ class AlertsDataset(_WarehouseDataset):
                     farms.iloc[0] if len(farms) == 1 else f"{len(farms)} farms", saved["episodes"],
                     saved["new"], saved["open"])
         return saved
+
+    def _store_detector_state(self, con: duckdb.DuckDBPyConnection, update: AlertUpdate) -> None:
+        """Replace what the detector continues from (`update` registered as `updated_*`).
+        Only what changed is written: a farm recomputed from an earlier point (an open
+        stop, a late record) brings its records since then back, and most come out as they
+        were. The constant bound lets the scans skip the row groups before every farm's
+        `since`."""
+        earliest = update.farms["since"].min()
+        days, evidence = ", ".join(DAY_COLUMNS), ", ".join(EVIDENCE_COLUMNS)
+        open_episodes = ", ".join(OPEN_EPISODE_COLUMNS)
+        con.execute(f"""
+            INSERT OR REPLACE INTO detector_days BY NAME
+            SELECT {days} FROM updated_days
+            EXCEPT SELECT {days} FROM detector_days WHERE day >= CAST($earliest AS DATE)""",
+                    {"earliest": earliest})
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE stored_evidence AS
+            SELECT e.* FROM detector_evidence e JOIN turbines t USING (turbine_id)
+            JOIN updated_farms u USING (farm_id) WHERE e.ts >= $earliest AND e.ts >= u.since""",
+                    {"earliest": earliest})
+        con.execute(f"""
+            DELETE FROM detector_evidence e USING (SELECT {evidence} FROM stored_evidence
+                                                  EXCEPT SELECT {evidence} FROM updated_evidence) gone
+            WHERE e.ts >= $earliest AND e.turbine_id = gone.turbine_id AND e.ts = gone.ts""",
+                    {"earliest": earliest})
+        con.execute(f"""
+            INSERT INTO detector_evidence BY NAME SELECT * FROM (
+                SELECT {evidence} FROM updated_evidence EXCEPT SELECT {evidence} FROM stored_evidence)
+            {TIME_ORDER}""")
+        con.execute("DROP TABLE stored_evidence")
+        con.execute("""
+            DELETE FROM detector_evidence e USING (
+                SELECT e.turbine_id, max(e.ordinal) AS ordinal FROM detector_evidence e
+                JOIN turbines t USING (turbine_id) JOIN (  -- how far a next run may reach back
+                    SELECT u.farm_id, least(u.since, min(o.start_ts)) AS ts FROM updated_farms u
+                    LEFT JOIN (SELECT t.farm_id, o.start_ts FROM updated_episodes o JOIN turbines t
+                               USING (turbine_id) WHERE o.end_ts IS NULL) o USING (farm_id)
+                    GROUP BY u.farm_id, u.since) reach USING (farm_id)
+                WHERE e.ts < reach.ts GROUP BY e.turbine_id) last
+            WHERE e.turbine_id = last.turbine_id AND e.ordinal <= last.ordinal - $kept""",
+                    {"kept": self._kept_evidence_records})
+        con.execute("""
+            DELETE FROM detector_episodes WHERE turbine_id IN (
+                SELECT turbine_id FROM turbines JOIN updated_farms USING (farm_id))""")
+        con.execute(f"INSERT INTO detector_episodes BY NAME SELECT {open_episodes} "
+                    "FROM updated_open_episodes")
