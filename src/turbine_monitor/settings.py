@@ -38,9 +38,10 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"globals": ["globals.yml", "farms*", "farms*/**"],
                         "replay": ["replay*", "replay*/**"],
                         "prefect": ["prefect*", "prefect*/**"],
-                        "mlflow": ["mlflow*", "mlflow*/**"]},
+                        "mlflow": ["mlflow*", "mlflow*/**"],
+                        "dashboard": ["dashboard*", "dashboard*/**"]},
     # A file in conf/<env> overrides only the keys it sets (e.g. one deployment's interval,
     # the MLflow tracking URI); Kedro's default, for the others, replaces whole top-level
     # sections (a local farms.yml's `farms:` is the whole fleet).
-    "merge_strategy": {"mlflow": "soft", "prefect": "soft", "replay": "soft"},
+    "merge_strategy": {"mlflow": "soft", "prefect": "soft", "replay": "soft", "dashboard": "soft"},
 }

@@ -173,3 +173,43 @@ CREATE TABLE IF NOT EXISTS detector_episodes (
     channel                     VARCHAR,
     PRIMARY KEY (turbine_id, kind, start_ts)
 );
+
+-- Performance per turbine and UTC day (the reporting pipeline; docs/reporting.md gives
+-- the definitions). energy_kwh + lost_stopped_kwh + lost_underperformance_kwh
+-- + lost_data_gap_kwh + other_kwh = expected_kwh on every row. A run replaces the days
+-- of a farm from `alert_detection.report_from` on (the days that can still change).
+CREATE TABLE IF NOT EXISTS kpi_daily (
+    farm_id                     VARCHAR NOT NULL,
+    turbine_id                  VARCHAR NOT NULL,
+    day                         DATE NOT NULL,         -- UTC
+    stamps                      BIGINT NOT NULL,       -- 10-minute stamps due: 144, fewer on the farm's latest day
+    valid_stamps                BIGINT NOT NULL,       -- of which with a valid record
+    energy_kwh                  DOUBLE NOT NULL,       -- produced
+    expected_kwh                DOUBLE NOT NULL,       -- by the champion's expectations (estimated for gaps)
+    lost_stopped_kwh            DOUBLE NOT NULL,       -- >= 0, during `stopped` alerts
+    lost_underperformance_kwh   DOUBLE NOT NULL,       -- >= 0, during `underperformance` alerts
+    lost_data_gap_kwh           DOUBLE NOT NULL,       -- >= 0, stamps with no valid record
+    other_kwh                   DOUBLE NOT NULL,       -- the signed remainder
+    time_availability           DOUBLE,                -- IEC 61400-26-1 in spirit; NULL without a valid stamp
+    energy_availability         DOUBLE,                -- IEC 61400-26-2 in spirit
+    coverage                    DOUBLE NOT NULL,       -- valid_stamps / stamps
+    updated_at                  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (turbine_id, day)
+);
+
+-- Where the reporting pipeline resumes, per farm: the earliest point an alert detection
+-- recomputed from since the last report (set by alert detection, cleared by reporting).
+ALTER TABLE alert_detection ADD COLUMN IF NOT EXISTS report_from TIMESTAMPTZ;
+
+-- Who acknowledged which alert (the dashboard's Alerts page). Keyed like `alerts`, in a
+-- table of its own so that no alert recomputation touches it; an acknowledgement applies
+-- to the alert of its turbine and kind whose span holds its `start_ts`.
+CREATE TABLE IF NOT EXISTS alert_acknowledgements (
+    turbine_id                  VARCHAR NOT NULL,
+    kind                        VARCHAR NOT NULL,
+    start_ts                    TIMESTAMPTZ NOT NULL,
+    acknowledged_by             VARCHAR NOT NULL,
+    acknowledged_at             TIMESTAMPTZ NOT NULL DEFAULT now(),
+    note                        VARCHAR,
+    PRIMARY KEY (turbine_id, kind, start_ts)
+);
