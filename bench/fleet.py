@@ -116,7 +116,7 @@ def measure(size: int, days: int, live_runs: int, root: Path) -> dict:
     timer = Timer()  # scoring happens as its partitions are saved
     result["backlog_s"] = run(sandbox, "inference", timer=timer)
     result["scoring_s"] = timer.seconds["node:score_new_rows"] + timer.seconds["save:predictions@table"]
-    result["detection_s"] = timer.seconds["node:update_alerts"] + timer.seconds["save:alerts"]
+    result["detection_s"] = timer.seconds["node:update_alerts"] + timer.seconds["save:alerts@update"]
     result["scored"] = sandbox.scalar("SELECT count(*) FROM predictions")
     result["alerts"] = sandbox.scalar("SELECT count(*) FROM alerts")
     result["peak_rss_backlog_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -2,18 +2,20 @@
 
 from kedro.pipeline import Pipeline
 
-from turbine_monitor.pipelines import inference, ingestion, training
+from turbine_monitor.pipelines import inference, ingestion, reporting, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines. Training is per farm (`--params farm=<id>`); the
-    default pipeline ingests, trains (the fleet's one farm, or the farm given) and
-    scores. `kedro run-fleet` runs a round of a fleet of any size."""
+    default pipeline ingests, trains (the fleet's one farm, or the farm given), scores
+    and reports (inference ends with reporting). `kedro run-fleet` runs a round of a
+    fleet of any size."""
     pipelines = {
         "ingestion": ingestion.create_pipeline(),
         "training": training.create_pipeline(),
         "training_plan": training.create_plan_pipeline(),
         "inference": inference.create_pipeline(),
+        "reporting": reporting.create_pipeline(),
     }
     pipelines["__default__"] = pipelines["ingestion"] + pipelines["training"] + pipelines["inference"]
     return pipelines

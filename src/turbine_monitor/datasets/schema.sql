@@ -176,8 +176,9 @@ CREATE TABLE IF NOT EXISTS detector_episodes (
 
 -- Performance per turbine and UTC day (the reporting pipeline; docs/reporting.md gives
 -- the definitions). energy_kwh + lost_stopped_kwh + lost_underperformance_kwh
--- + lost_data_gap_kwh + other_kwh = expected_kwh on every row. A run replaces the days
--- of a farm from `alert_detection.report_from` on (the days that can still change).
+-- + lost_data_gap_kwh + other_kwh = expected_kwh on every row. A run replaces a farm's
+-- days from the day of its `alert_detection.report_from`, or its last reported day if
+-- earlier, on (the days that can still change).
 CREATE TABLE IF NOT EXISTS kpi_daily (
     farm_id                     VARCHAR NOT NULL,
     turbine_id                  VARCHAR NOT NULL,
@@ -200,6 +201,36 @@ CREATE TABLE IF NOT EXISTS kpi_daily (
 -- Where the reporting pipeline resumes, per farm: the earliest point an alert detection
 -- recomputed from since the last report (set by alert detection, cleared by reporting).
 ALTER TABLE alert_detection ADD COLUMN IF NOT EXISTS report_from TIMESTAMPTZ;
+
+-- Roll-ups of kpi_daily per turbine and month, and per farm and day: the sums, and the
+-- ratios recomputed from them, never averaged. A day's stamps with a valid record outside
+-- a `stopped` alert are time_availability * valid_stamps (an integer, rounded back), its
+-- expected energy over valid stamps is expected_kwh - lost_data_gap_kwh.
+CREATE OR REPLACE VIEW kpi_monthly AS
+SELECT farm_id, turbine_id, CAST(date_trunc('month', day) AS DATE) AS month, count(*) AS days,
+       sum(stamps) AS stamps, sum(valid_stamps) AS valid_stamps, sum(energy_kwh) AS energy_kwh,
+       sum(expected_kwh) AS expected_kwh, sum(lost_stopped_kwh) AS lost_stopped_kwh,
+       sum(lost_underperformance_kwh) AS lost_underperformance_kwh,
+       sum(lost_data_gap_kwh) AS lost_data_gap_kwh, sum(other_kwh) AS other_kwh,
+       sum(round(coalesce(time_availability, 0) * valid_stamps)) / nullif(sum(valid_stamps), 0)
+           AS time_availability,
+       CASE WHEN sum(expected_kwh - lost_data_gap_kwh) > 0
+            THEN 1 - sum(lost_stopped_kwh) / sum(expected_kwh - lost_data_gap_kwh) END AS energy_availability,
+       CAST(sum(valid_stamps) AS DOUBLE) / sum(stamps) AS coverage
+FROM kpi_daily GROUP BY farm_id, turbine_id, CAST(date_trunc('month', day) AS DATE);
+
+CREATE OR REPLACE VIEW kpi_farm_daily AS
+SELECT farm_id, day, count(*) AS turbines,
+       sum(stamps) AS stamps, sum(valid_stamps) AS valid_stamps, sum(energy_kwh) AS energy_kwh,
+       sum(expected_kwh) AS expected_kwh, sum(lost_stopped_kwh) AS lost_stopped_kwh,
+       sum(lost_underperformance_kwh) AS lost_underperformance_kwh,
+       sum(lost_data_gap_kwh) AS lost_data_gap_kwh, sum(other_kwh) AS other_kwh,
+       sum(round(coalesce(time_availability, 0) * valid_stamps)) / nullif(sum(valid_stamps), 0)
+           AS time_availability,
+       CASE WHEN sum(expected_kwh - lost_data_gap_kwh) > 0
+            THEN 1 - sum(lost_stopped_kwh) / sum(expected_kwh - lost_data_gap_kwh) END AS energy_availability,
+       CAST(sum(valid_stamps) AS DOUBLE) / sum(stamps) AS coverage
+FROM kpi_daily GROUP BY farm_id, day;
 
 -- Who acknowledged which alert (the dashboard's Alerts page). Keyed like `alerts`, in a
 -- table of its own so that no alert recomputation touches it; an acknowledgement applies

@@ -439,7 +439,8 @@ class AlertsDataset(_WarehouseDataset):
     `kept_evidence_records` before `since` or the start of an open alert of its farm, if
     earlier: a later run reads no further back), `detector_episodes` the farm's open
     underperformance episodes, and `alert_detection` the farm's `scored_through` and
-    `resume_from`.
+    `resume_from`, and its `report_from` moves back to `since` if earlier (reporting
+    recomputes the days from there on, and clears it).
 
     Example (`conf/base/catalog.yml`)::
 
@@ -491,9 +492,15 @@ class AlertsDataset(_WarehouseDataset):
                 FROM updated_episodes e LEFT JOIN stored s USING ({key})""")
             con.execute("DROP TABLE stored")
             self._store_detector_state(con, update)
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE detection_state AS
+                SELECT u.farm_id, u.scored_through, u.resume_from,
+                       least(min(d.report_from), u.since) AS report_from
+                FROM updated_farms u LEFT JOIN alert_detection d USING (farm_id)
+                GROUP BY u.farm_id, u.scored_through, u.resume_from, u.since""")
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
-            con.execute("INSERT INTO alert_detection BY NAME "
-                        "SELECT farm_id, scored_through, resume_from FROM updated_farms")
+            con.execute("INSERT INTO alert_detection BY NAME SELECT * FROM detection_state")
+            con.execute("DROP TABLE detection_state")
             con.commit()
         farms, episodes = update.farms["farm_id"], update.episodes
         saved = {"farms": len(farms), "episodes": len(episodes), "new": opened,
@@ -548,3 +555,48 @@ class AlertsDataset(_WarehouseDataset):
                 SELECT turbine_id FROM turbines JOIN updated_farms USING (farm_id))""")
         con.execute(f"INSERT INTO detector_episodes BY NAME SELECT {open_episodes} "
                     "FROM updated_open_episodes")
+
+
+class KpiDailyDataset(_WarehouseDataset):
+    """The `kpi_daily` table. `load()` returns it. `save(report)` stores a report of some
+    farms (a dict of DataFrames: `farms` with `farm_id`, `from_ts`, `report_from`,
+    `detected_at` as the reporting run read them, and `days`, the KPI rows) in one
+    transaction; `values.Partitions` of them one transaction per partition
+    (`save_partitions`). Each farm's rows from the day of its `from_ts` on (NULL: all)
+    are replaced by its `days`, and its `alert_detection.report_from` is cleared if no
+    alert detection stored the farm since the run read it (`report_from` and `updated_at`
+    as read): otherwise the next run reports from the new point.
+
+    Example (`conf/base/catalog.yml`)::
+
+        kpi_daily:
+          type: turbine_monitor.datasets.KpiDailyDataset
+          filepath: data/warehouse.duckdb
+    """
+
+    def load(self) -> pd.DataFrame:
+        with self._connect() as con:
+            return con.sql("SELECT * FROM kpi_daily ORDER BY farm_id, turbine_id, day").df()
+
+    def save(self, data: dict[str, pd.DataFrame] | Partitions) -> None:
+        save_partitions(data, self._store)
+
+    def _store(self, report: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        if report["farms"].empty:
+            return {"farms": 0, "days": 0}
+        with self._connect() as con:
+            con.begin()
+            con.register("reported_farms", report["farms"])
+            con.register("reported_days", report["days"])
+            con.execute("""
+                DELETE FROM kpi_daily k USING reported_farms f
+                WHERE k.farm_id = f.farm_id AND (f.from_ts IS NULL OR k.day >= CAST(f.from_ts AS DATE))""")
+            con.execute("INSERT INTO kpi_daily BY NAME SELECT * FROM reported_days")
+            con.execute("""
+                UPDATE alert_detection d SET report_from = NULL FROM reported_farms f
+                WHERE d.farm_id = f.farm_id AND d.report_from = f.report_from
+                  AND d.updated_at = f.detected_at""")
+            con.commit()
+        saved = {"farms": len(report["farms"]), "days": len(report["days"])}
+        logger.info("KPIs of %d farm(s): %d turbine days reported.", saved["farms"], saved["days"])
+        return saved
