@@ -6,14 +6,17 @@
    `prefect.server.host:port` (conf/base/prefect.yml; SQLite in `prefect.server.home`,
    `.prefect/` in the project, git-ignored) and waits until it answers.
 3. Creates the work pool and registers (or updates) the training and inference
-   deployments, starts a worker on the pool and the live SCADA replay, and supervises
-   them: one that dies is restarted with backoff (`prefect.supervisor`); the runs a dead
-   worker held are stopped and set Crashed first. `make up` gives up, stopping
-   everything with a message, when one dies too often or the server dies.
+   deployments and the automation that calls the alert webhook for each alert opened
+   live (with no webhook configured, one log line says notifications are off), starts
+   a worker on the pool, the live SCADA replay and the dashboard (`kedro dashboard`,
+   conf/base/dashboard.yml), and supervises them: one that dies
+   is restarted with backoff (`prefect.supervisor`); the runs a dead worker held are
+   stopped and set Crashed first. `make up` gives up, stopping everything with a
+   message, when one dies too often or the server dies.
 4. On Ctrl-C or SIGTERM, stops every process it started (and nothing else): replay,
-   worker (which stops its flow runs), server.
+   dashboard, worker (which stops its flow runs), server.
 
-Logs of the server, the worker and the replay: `<prefect.server.home>/logs/`.
+Logs of the server, the worker, the replay and the dashboard: `<prefect.server.home>/logs/`.
 """
 
 from __future__ import annotations
@@ -92,13 +95,17 @@ def main() -> None:
         supervisor = running.enter_context(stack.Supervisor(stack.restart_policy(config), say=say))
         supervisor.add(stack.worker_service(pool, api_url, env=worker_env, log_file=logs / "worker.log"))
         supervisor.add(stack.replay_service(log_file=logs / "replay.log"))
+        supervisor.add(stack.dashboard_service(env={"PREFECT_API_URL": api_url},
+                                               log_file=logs / "dashboard.log"))
         ui = api_url.removesuffix("/api")
+        dashboard = load_config("dashboard")["dashboard"]
         print(f"""
 turbine-monitor is up. Ctrl-C stops it.
   Prefect UI       {ui}  (deployments: {', '.join(deployments)}; work pool: {pool})
+  Dashboard        http://{dashboard['host']}:{dashboard['port']}  (fleet, turbines, alerts, losses, runs)
   MLflow UI        make mlflow-ui   (or: uv run kedro mlflow ui)      -> http://127.0.0.1:5000
   Pipeline graph   make viz         (or: uv run kedro viz run)        -> http://127.0.0.1:4141
-  Logs             {logs}/  (server.log, worker.log, replay.log)
+  Logs             {logs}/  (server.log, worker.log, replay.log, dashboard.log)
 """, flush=True)
         supervisor.watch(essential=server.service if server else None)
 

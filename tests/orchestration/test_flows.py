@@ -151,7 +151,8 @@ def test_inference_nodes_and_farm_partitions_are_task_runs_with_kedro_logs(train
     flow_run_id = state.state_details.flow_run_id
 
     runs = task_runs(flow_run_id)
-    partitions = ["score_new_rows [la-haute-borne]", "update_alerts [la-haute-borne]"]
+    partitions = ["score_new_rows [la-haute-borne]", "update_alerts [la-haute-borne]",
+                  "report_days [la-haute-borne]"]
     assert sorted(run.name for run in runs) == sorted([n.name for n in inference.create_pipeline().nodes]
                                                       + partitions)
     assert {run.state.name for run in runs} == {"Completed"}
@@ -244,7 +245,8 @@ def test_a_scheduled_run_that_starts_too_late_is_skipped(trained, workspace):
 
 def test_a_newly_opened_alert_emits_one_event(trained, workspace, write_landing):
     """Twelve hours of R80711 at 12 m/s producing nothing: a stoppage. The run that opens
-    the alert emits one event for the turbine; a rerun with no new data emits none."""
+    the alert emits one event for the turbine, with its farm and the dashboard's Alerts
+    page; a rerun with no new data emits none."""
     write_export_slice(workspace.landing / "feb.csv", "2014-02-01", "2014-02-02")
     start = datetime(2014, 2, 2, tzinfo=UTC)
     write_landing("stoppage.csv", HEADER + "".join(
@@ -255,9 +257,13 @@ def test_a_newly_opened_alert_emits_one_event(trained, workspace, write_landing)
     assert workspace.sql("SELECT kind FROM alerts WHERE turbine_id = 'R80711' AND end_ts IS NULL") == [
         ("stopped",)]
     events = eventually(lambda: alert_events(state.state_details.flow_run_id))
-    assert len(events) == workspace.scalar("SELECT count(*) FROM alerts")  # one per alert opened
+    # One per alert opened and still open (an episode of the delivery that already ended: none).
+    assert len(events) == workspace.scalar("SELECT count(*) FROM alerts WHERE end_ts IS NULL")
     (stopped,) = [e for e in events if e.resource.id == "turbine-monitor.turbine.R80711"]
     assert stopped.payload["kind"] == "stopped" and stopped.payload["end_ts"] is None
+    assert stopped.payload["farm_id"] == stopped.resource["turbine-monitor.farm"] == "la-haute-borne"
+    assert stopped.payload["dashboard_url"] == "http://127.0.0.1:8050/alerts"
+    assert "turbine-monitor.farm.la-haute-borne" in {r.id for r in stopped.related}
 
     again = inference_flow(conf_source=str(workspace.conf), return_state=True)
     assert again.is_completed()

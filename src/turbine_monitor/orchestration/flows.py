@@ -63,6 +63,7 @@ FLOWS_FILE = Path(__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
 FORWARDED_LOGGERS = ("kedro", "kedro_mlflow", "turbine_monitor")  # at their levels in conf/logging.yml
 TIMINGS_PREFIX = "Timings: "
 FLOW_RUN_TAG = "prefect_flow_run_id"  # on the MLflow run of a training flow run
+ALERT_OPENED = "turbine-monitor.alert.opened"  # the event of an alert opened live
 
 logger = logging.getLogger(__name__)
 
@@ -341,27 +342,58 @@ def publish_training_summary(rows: list[dict[str, Any]]) -> None:
 def inference_flow(env: str = "local", runtime_params: dict | None = None,
                    conf_source: str | None = None) -> State | None:
     """Run the inference pipeline (ingest, score, update alerts); emit a
-    `turbine-monitor.alert.opened` event per newly opened alert and publish the rows
-    scored, the farms that failed and the open alerts as the `inference-summary`
-    markdown artifact. Fails naming the farms whose work failed (the others' was
-    saved)."""
+    `turbine-monitor.alert.opened` event per alert opened live (`opened_live`) and publish
+    the rows scored, the farms that failed and the open alerts as the `inference-summary`
+    markdown artifact. Fails naming the farms whose work failed (the others' was saved)."""
     run = run_pipeline("inference", "inference", env, runtime_params, conf_source)
     if isinstance(run, State):
         return run
-    # The warehouse stamps an alert's `opened_at` when it first stores it: the alerts this
-    # run opened are those stamped since it began.
     alerts = run.catalog.load("alerts")
-    opened = alerts[alerts["opened_at"] >= pd.Timestamp(run.timings.flow_started, unit="s", tz="UTC")]
-    for alert in records(opened):
-        emit_event(event="turbine-monitor.alert.opened",
-                   resource={"prefect.resource.id": f"turbine-monitor.turbine.{alert['turbine_id']}"},
-                   payload=alert)
+    opened = opened_live(alerts, pd.Timestamp(run.timings.flow_started, unit="s", tz="UTC"))
+    if len(opened):  # most runs open nothing: they read neither the turbines nor dashboard.yml
+        farms = run.catalog.load("turbines").set_index("turbine_id")["farm_id"]
+        alerts_page = dashboard_alerts_url(conf_source, env)
+        for alert in records(opened.assign(farm_id=opened["turbine_id"].map(farms))):
+            emit_event(**alert_opened_event(alert, alerts_page))
     publish_inference_summary(run.rows_saved.get("predictions@table", 0), alerts, len(opened),
                               run.farm_failures)
     run.timings.log()
     if run.farm_failures:
         raise FarmFailures(run.farm_failures)
     return None
+
+
+def opened_live(alerts: pd.DataFrame, since: pd.Timestamp) -> pd.DataFrame:
+    """The alerts first stored since `since` (the warehouse stamps `opened_at` when it
+    first stores an episode) and still open. An episode found already closed (a backlog
+    after an outage, a stop that ended within one delivery) is not among them: it is
+    recorded and shown, but notifies nobody."""
+    return alerts[(alerts["opened_at"] >= since) & alerts["end_ts"].isna()]
+
+
+def dashboard_alerts_url(conf_source: str | None = None, env: str | None = None) -> str:
+    """The dashboard's Alerts page (`dashboard.yml`: host and port)."""
+    dashboard = load_config("dashboard", conf_source, env)["dashboard"]
+    return f"http://{dashboard['host']}:{dashboard['port']}/alerts"
+
+
+def alert_opened_event(alert: dict[str, Any], dashboard_url: str) -> dict[str, Any]:
+    """The `emit_event` arguments of the `turbine-monitor.alert.opened` event of `alert`
+    (a row of `opened_live` with its turbine's `farm_id`): the turbine as the resource,
+    its farm as a related resource, and as payload the alert's row with its deficit at
+    opening in percent (None for a stop) and the dashboard's Alerts page. The
+    notification automation's payload template (prefect.yml: notifications) reads it."""
+    deficit = alert["deficit_at_open"]
+    return {
+        "event": ALERT_OPENED,
+        "resource": {"prefect.resource.id": f"turbine-monitor.turbine.{alert['turbine_id']}",
+                     "prefect.resource.name": alert["turbine_id"], "turbine-monitor.farm": alert["farm_id"],
+                     "turbine-monitor.alert.kind": alert["kind"]},
+        "related": [{"prefect.resource.id": f"turbine-monitor.farm.{alert['farm_id']}",
+                     "prefect.resource.role": "farm", "prefect.resource.name": alert["farm_id"]}],
+        "payload": {**alert, "deficit_pct": None if deficit is None else round(100 * deficit, 1),
+                    "dashboard_url": dashboard_url},
+    }
 
 
 def publish_inference_summary(rows_scored: int, alerts: pd.DataFrame, newly_opened: int,

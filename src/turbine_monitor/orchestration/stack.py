@@ -2,7 +2,7 @@
 the registration of the deployments, and a supervisor that restarts what dies.
 
     with prefect_server(port=4200, home=Path(".prefect")) as server:
-        register_deployments(api_url=server.api_url)
+        register_deployments(api_url=server.api_url)     # and the alert automation
         with Supervisor(RestartPolicy()) as supervisor:
             supervisor.add(worker_service("turbine-monitor", server.api_url))
             supervisor.add(replay_service())
@@ -55,6 +55,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
 from turbine_monitor.orchestration.flows import prefect_config, register_deployment
+from turbine_monitor.orchestration.notifications import register_notifications
 from turbine_monitor.project import PROJECT_ROOT
 
 STOP_GRACE_S = 15.0
@@ -330,6 +331,12 @@ def replay_service(args: Sequence[str] = (), env: dict[str, str] | None = None,
                                     *args], env, log_file, restart_on_success=False)
 
 
+def dashboard_service(env: dict[str, str] | None = None, log_file: Path | None = None) -> Service:
+    """`kedro dashboard` (conf/base/dashboard.yml): the web dashboard on the warehouse,
+    restarted like the others if it dies."""
+    return Service("dashboard", [sys.executable, "-m", "kedro", "dashboard"], env, log_file)
+
+
 @contextmanager
 def scada_replay(args: Sequence[str] = (), env: dict[str, str] | None = None,
                  log_file: Path | None = None) -> Iterator[Service]:
@@ -353,13 +360,16 @@ def restart_policy(config: dict) -> RestartPolicy:
 def register_deployments(conf_source: str | None = None, env: str | None = None,
                          api_url: str | None = None) -> dict[str, UUID]:
     """Create the work pool if missing and create or update every deployment of
-    `prefect.yml` (training and inference) on the server at `api_url` (default:
+    `prefect.yml` (training and inference) and the alert notifications' automation
+    (`notifications.register_notifications`) on the server at `api_url` (default:
     PREFECT_API_URL), from the configuration in `conf_source`/`env`; a `conf_source`
     or `env` given is passed to the flow runs as a parameter (see `register_deployment`).
     Returns the deployment ids by deployment key."""
     names = prefect_config(conf_source, env)["deployments"]
     with temporary_settings({PREFECT_API_URL: api_url} if api_url else {}):
-        return {name: register_deployment(name, conf_source=conf_source, env=env) for name in names}
+        ids = {name: register_deployment(name, conf_source=conf_source, env=env) for name in names}
+        register_notifications(conf_source, env)
+    return ids
 
 
 def crash_orphaned_runs(pool: str, api_url: str) -> int:
