@@ -4,7 +4,7 @@
 UV_VERSION := 0.13.9
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: setup run test check lint up viz mlflow-ui notebook
+.PHONY: setup run test check lint up viz dashboard mlflow-ui notebook
 
 # Compiles every installed package and the project's own sources to bytecode: where
 # Python may not write __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only install) each
@@ -39,6 +39,11 @@ up: setup
 ## Pipeline graph in the browser (http://127.0.0.1:4141).
 viz: setup
 	uv run kedro viz run --no-browser --host 127.0.0.1
+
+## The dashboard on the warehouse (http://127.0.0.1:8050; conf/base/dashboard.yml): fleet,
+## turbine, alerts with acknowledgement, losses, pipelines. `--host`/`--port` via ARGS.
+dashboard: setup
+	uv run kedro dashboard $(ARGS)
 
 ## MLflow UI on the project's tracking store (http://127.0.0.1:5000).
 mlflow-ui: setup

@@ -1,5 +1,5 @@
 """The project's own Kedro commands (Kedro loads `cli` from here): `kedro run-fleet`,
-`kedro synthetic-fleet`."""
+`kedro synthetic-fleet`, `kedro dashboard`, `kedro dashboard-hash`."""
 
 from __future__ import annotations
 
@@ -48,3 +48,32 @@ def synthetic_fleet(farms: int, days: int, turbines: int, export_format: str, st
     write_farms_yml(farms_yml, entries)
     click.echo(f"Wrote {farms} synthetic farms of {turbines} turbines ({days} days) under {out} and "
                f"{farms_yml.relative_to(PROJECT_ROOT)}. Run them: kedro run-fleet --env {env}")
+
+
+@cli.command("dashboard")
+@click.option("--host", default=None, help="Address to listen on (default: dashboard.yml, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: dashboard.yml, 8050).")
+@click.option("--env", "-e", default=None, help="Kedro configuration environment (default: local).")
+@click.option("--conf-source", default=None, help="Configuration folder (default: the project's conf/).")
+def dashboard(host: str | None, port: int | None, env: str | None, conf_source: str | None) -> None:
+    """The web dashboard on the warehouse the catalog names (Fleet, Turbine, Alerts,
+    Losses, Pipelines). Bound to an address other than the loopback it needs users."""
+    from turbine_monitor.dashboard.app import create_app
+    from turbine_monitor.dashboard.auth import DashboardRefused
+
+    try:
+        app, config = create_app(conf_source, env, host, port)
+    except DashboardRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    click.echo(f"Dashboard at http://{config.host}:{config.port}/ (Ctrl-C stops it)")
+    app.run(host=config.host, port=config.port, debug=False)
+
+
+@cli.command("dashboard-hash")
+@click.password_option("--password", help="The password to hash (asked when not given).")
+def dashboard_hash(password: str) -> None:
+    """Print a password hash for `dashboard_users` in conf/local/credentials.yml (or
+    TURBINE_MONITOR_DASHBOARD_USERS)."""
+    from werkzeug.security import generate_password_hash
+
+    click.echo(generate_password_hash(password))

@@ -1,0 +1,231 @@
+"""The dashboard's reads of the warehouse: one function per page (or per part of a page),
+each returning the `values.WarehouseQuery` (or a dict of them, read in one snapshot) that
+a `dashboard_*` dataset of conf/base/catalog_dashboard.yml loads.
+
+The "fleet clock" is the newest `scada` record of the fleet: "today", "this month" and
+"no recent data" are relative to it, so that a replay of 2015 and a live feed read alike.
+DuckDB does every aggregation (power-curve bins, hourly residuals, monthly sums): a page
+reads only what it shows.
+"""
+
+from __future__ import annotations
+
+from turbine_monitor.values import WarehouseQuery
+
+#: The fleet clock and its day and month (UTC), as a CTE named `clock`.
+CLOCK = """clock AS (SELECT max(ts) AS now, date_trunc('day', max(ts)) AS today,
+                            date_trunc('month', max(ts)) AS month_start FROM scada)"""
+
+#: Each alert with the acknowledgement that applies to it (the latest of its turbine and
+#: kind whose `start_ts` falls in the alert's span), as a CTE named `acked_alerts`.
+ACKED_ALERTS = """acked_alerts AS (
+    SELECT a.*, t.farm_id, k.acknowledged_by, k.acknowledged_at, k.note
+    FROM alerts a JOIN turbines t USING (turbine_id)
+    LEFT JOIN LATERAL (
+        SELECT k.acknowledged_by, k.acknowledged_at, k.note FROM alert_acknowledgements k
+        WHERE k.turbine_id = a.turbine_id AND k.kind = a.kind AND k.start_ts >= a.start_ts
+          AND k.start_ts <= coalesce(a.end_ts, 'infinity'::TIMESTAMPTZ)
+        ORDER BY k.acknowledged_at DESC LIMIT 1) k ON true)"""
+
+#: Why an alert opened, in words (underperformance: its deficit and channel).
+EXPLANATION = """CASE WHEN kind = 'stopped' THEN 'stopped at wind: no power for the wind it saw'
+    ELSE printf('opened at a %.1f %% deficit on the %s channel', 100 * deficit_at_open, channel)
+         || CASE WHEN mean_relative_residual > 0
+                 THEN printf('; the whole episode averages %+.1f %% (it recovered after opening)',
+                             100 * mean_relative_residual) ELSE '' END END"""
+
+#: Energy lost (kWh) as the dashboard counts it: the categories attributed to a cause.
+LOST_KWH = "lost_stopped_kwh + lost_underperformance_kwh + lost_data_gap_kwh"
+
+
+def turbines() -> WarehouseQuery:
+    """Every turbine with its farm (the pages' choices)."""
+    return WarehouseQuery("SELECT farm_id, turbine_id FROM turbines ORDER BY farm_id, turbine_id", {})
+
+
+def months() -> WarehouseQuery:
+    """The months `kpi_daily` has (newest first), as 'YYYY-MM'."""
+    return WarehouseQuery(
+        """
+        SELECT DISTINCT strftime(day, '%Y-%m') AS month FROM kpi_daily ORDER BY month DESC""",
+        {},
+    )
+
+
+def fleet(stale_after_minutes: int) -> dict[str, WarehouseQuery]:
+    """The Fleet page: each turbine's state, last record and energy lost today and this
+    month; what needs attention first (open unacknowledged alerts, then stale data)."""
+    states = f"""
+        WITH {CLOCK}, {ACKED_ALERTS},
+        last AS (SELECT turbine_id, max(ts) AS last_record FROM scada GROUP BY turbine_id),
+        open AS (SELECT turbine_id, bool_or(kind = 'stopped') AS stopped,
+                        bool_or(kind = 'underperformance') AS underperforming
+                 FROM alerts WHERE end_ts IS NULL GROUP BY turbine_id),
+        lost AS (SELECT turbine_id,
+                        sum({LOST_KWH}) FILTER (WHERE day = clock.today::DATE) AS lost_today_kwh,
+                        sum({LOST_KWH}) AS lost_month_kwh
+                 FROM kpi_daily, clock WHERE day >= clock.month_start::DATE GROUP BY turbine_id)
+        SELECT t.farm_id, t.turbine_id,
+               CASE WHEN o.stopped THEN 'stopped' WHEN o.underperforming THEN 'underperforming'
+                    WHEN l.last_record IS NULL
+                         OR l.last_record < clock.now - to_minutes($stale_after_minutes::BIGINT)
+                    THEN 'no recent data' ELSE 'producing' END AS state,
+               l.last_record, round(coalesce(x.lost_today_kwh, 0), 1) AS lost_today_kwh,
+               round(coalesce(x.lost_month_kwh, 0), 1) AS lost_month_kwh
+        FROM turbines t CROSS JOIN clock LEFT JOIN last l USING (turbine_id)
+        LEFT JOIN open o USING (turbine_id) LEFT JOIN lost x USING (turbine_id)
+        ORDER BY t.farm_id, t.turbine_id"""
+    attention = f"""
+        WITH {CLOCK}, {ACKED_ALERTS},
+        last AS (SELECT turbine_id, max(ts) AS last_record FROM scada GROUP BY turbine_id)
+        SELECT * EXCLUDE (sort_key) FROM (
+            SELECT 1 AS priority, farm_id, turbine_id, 'open ' || kind || ' alert' AS issue,
+                   start_ts AS since, round(energy_lost_kwh, 1) AS energy_lost_kwh,
+                   -coalesce(energy_lost_kwh, 0) AS sort_key
+            FROM acked_alerts WHERE end_ts IS NULL AND acknowledged_by IS NULL
+            UNION ALL
+            SELECT 2, t.farm_id, t.turbine_id, 'no recent data', l.last_record, NULL,
+                   epoch(coalesce(l.last_record, '-infinity'::TIMESTAMPTZ))
+            FROM turbines t CROSS JOIN clock LEFT JOIN last l USING (turbine_id)
+            WHERE l.last_record IS NULL
+               OR l.last_record < clock.now - to_minutes($stale_after_minutes::BIGINT))
+        ORDER BY priority, sort_key, farm_id, turbine_id"""
+    parameters = {"stale_after_minutes": int(stale_after_minutes)}
+    return {
+        "states": WarehouseQuery(states, parameters),
+        "attention": WarehouseQuery(attention, parameters),
+        "clock": WarehouseQuery(f"WITH {CLOCK} SELECT now FROM clock", {}),
+    }
+
+
+def turbine(
+    turbine_id: str,
+    power_curve_days: int,
+    residual_days: int,
+    max_points: int = 5000,
+    bin_width_ms: float = 0.5,
+    min_records_per_bin: int = 3,
+) -> dict[str, WarehouseQuery]:
+    """The Turbine page of `turbine_id`: its last `power_curve_days` of (wind, power)
+    (every k-th record beyond `max_points`), the champion's expected curve over them and
+    the IEC 61400-12-style reference curve of its last year of normal operation (mean
+    power per wind bin, bins of at least `min_records_per_bin` records); hourly mean
+    residuals and its alerts over the last `residual_days`; its KPIs by day."""
+    parameters = {"turbine_id": turbine_id, "days": int(power_curve_days), "width": float(bin_width_ms)}
+    window = f"""WITH {CLOCK}, recent AS (
+        SELECT ts, wind_speed_ms, power_kw, expected_power_kw FROM predictions, clock
+        WHERE turbine_id = $turbine_id AND ts > clock.now - to_days($days::BIGINT)
+          AND wind_speed_ms IS NOT NULL AND power_kw IS NOT NULL)"""
+    scatter = f"""{window}, numbered AS (
+            SELECT *, row_number() OVER (ORDER BY ts) AS n, count(*) OVER () AS total FROM recent)
+        SELECT ts, wind_speed_ms, power_kw FROM numbered
+        WHERE n % greatest(1, ceil(total / $max_points))::BIGINT = 0 ORDER BY ts"""
+    expected = f"""{window}
+        SELECT (floor(wind_speed_ms / $width) + 0.5) * $width AS wind_speed_ms,
+               avg(expected_power_kw) AS power_kw, count(*) AS records
+        FROM recent WHERE expected_power_kw IS NOT NULL GROUP BY 1 ORDER BY 1"""
+    reference = f"""WITH {CLOCK}
+        SELECT (floor(wind_speed_ms / $width) + 0.5) * $width AS wind_speed_ms,
+               avg(power_kw) AS power_kw, count(*) AS records
+        FROM scada, clock
+        WHERE turbine_id = $turbine_id AND ts > clock.now - INTERVAL 365 DAY
+          AND wind_speed_ms IS NOT NULL AND power_kw IS NOT NULL
+          AND NOT (wind_speed_ms >= 4 AND power_kw <= 0)
+        GROUP BY 1 HAVING count(*) >= $min_records ORDER BY 1"""
+    residuals = f"""WITH {CLOCK}
+        SELECT time_bucket(INTERVAL 1 HOUR, ts) AS hour, avg(residual_kw) AS residual_kw,
+               avg(expected_power_kw) AS expected_power_kw, avg(power_kw) AS power_kw
+        FROM predictions, clock
+        WHERE turbine_id = $turbine_id AND ts > clock.now - to_days($residual_days::BIGINT)
+        GROUP BY 1 ORDER BY 1"""
+    episodes = f"""WITH {CLOCK}
+        SELECT kind, start_ts, coalesce(end_ts, clock.now) AS end_ts, end_ts IS NULL AS open
+        FROM alerts, clock
+        WHERE turbine_id = $turbine_id
+          AND coalesce(end_ts, clock.now) > clock.now - to_days($residual_days::BIGINT)
+        ORDER BY start_ts"""
+    kpis = f"""WITH {CLOCK}
+        SELECT day, round(energy_kwh, 1) AS energy_kwh, round(expected_kwh, 1) AS expected_kwh,
+               round(lost_stopped_kwh, 1) AS lost_stopped_kwh,
+               round(lost_underperformance_kwh, 1) AS lost_underperformance_kwh,
+               round(lost_data_gap_kwh, 1) AS lost_data_gap_kwh, round(other_kwh, 1) AS other_kwh,
+               round(time_availability, 4) AS time_availability,
+               round(energy_availability, 4) AS energy_availability, round(coverage, 4) AS coverage
+        FROM kpi_daily, clock
+        WHERE turbine_id = $turbine_id AND day > clock.today::DATE - $residual_days::INTEGER
+        ORDER BY day DESC"""
+    turbine_only = {"turbine_id": turbine_id}
+    with_days = {**turbine_only, "residual_days": int(residual_days)}
+    return {
+        "scatter": WarehouseQuery(
+            scatter, {"turbine_id": turbine_id, "days": int(power_curve_days), "max_points": int(max_points)}
+        ),
+        "expected": WarehouseQuery(expected, parameters),
+        "reference": WarehouseQuery(
+            reference,
+            {"turbine_id": turbine_id, "width": float(bin_width_ms), "min_records": int(min_records_per_bin)},
+        ),
+        "residuals": WarehouseQuery(residuals, with_days),
+        "episodes": WarehouseQuery(episodes, with_days),
+        "kpis": WarehouseQuery(kpis, with_days),
+    }
+
+
+def alerts() -> WarehouseQuery:
+    """Every alert with its farm, why it opened, the energy it lost and who acknowledged
+    it (newest first)."""
+    return WarehouseQuery(
+        f"""
+        WITH {ACKED_ALERTS}
+        SELECT turbine_id, kind, start_ts, end_ts,
+               CASE WHEN end_ts IS NULL THEN 'open' ELSE 'closed' END AS status,
+               round(energy_lost_kwh, 1) AS energy_lost_kwh, round(deficit_at_open, 4) AS deficit_at_open,
+               channel, acknowledged_by, note, {EXPLANATION} AS explanation,
+               round(mean_relative_residual, 4) AS mean_relative_residual, farm_id,
+               CASE WHEN acknowledged_by IS NULL THEN 'no' ELSE 'yes' END AS acknowledged, acknowledged_at
+        FROM acked_alerts ORDER BY start_ts DESC, turbine_id, kind""",
+        {},
+    )
+
+
+def alert_evidence(turbine_id: str, start_ts: str, end_ts: str | None, max_days: int = 14) -> WarehouseQuery:
+    """The records of `turbine_id` from a day before `start_ts` to a day after `end_ts`
+    (open: the fleet clock), at most `max_days` after `start_ts`: power, expected, residual."""
+    return WarehouseQuery(
+        f"""
+        WITH {CLOCK}
+        SELECT ts, power_kw, expected_power_kw, residual_kw FROM predictions, clock
+        WHERE turbine_id = $turbine_id AND ts >= $start_ts::TIMESTAMPTZ - INTERVAL 1 DAY
+          AND ts <= least(coalesce($end_ts::TIMESTAMPTZ, clock.now) + INTERVAL 1 DAY,
+                          $start_ts::TIMESTAMPTZ + to_days($max_days::BIGINT))
+        ORDER BY ts""",
+        {"turbine_id": turbine_id, "start_ts": start_ts, "end_ts": end_ts, "max_days": int(max_days)},
+    )
+
+
+def losses(farm_id: str, month: str) -> dict[str, WarehouseQuery]:
+    """The Losses page of `farm_id`: the sums of `month` ('YYYY-MM') from expected to
+    produced energy by loss category, and its daily time and energy availability over the
+    year up to that month (availabilities weighted by valid stamps and expected energy)."""
+    parameters = {"farm_id": farm_id, "month": f"{month}-01"}
+    waterfall = """
+        SELECT sum(expected_kwh) AS expected_kwh, sum(lost_stopped_kwh) AS lost_stopped_kwh,
+               sum(lost_underperformance_kwh) AS lost_underperformance_kwh,
+               sum(lost_data_gap_kwh) AS lost_data_gap_kwh, sum(other_kwh) AS other_kwh,
+               sum(energy_kwh) AS energy_kwh
+        FROM kpi_daily
+        WHERE farm_id = $farm_id AND day >= $month::DATE AND day < $month::DATE + INTERVAL 1 MONTH"""
+    availability = """
+        SELECT day,
+               sum(time_availability * valid_stamps) / nullif(sum(valid_stamps) FILTER
+                   (WHERE time_availability IS NOT NULL), 0) AS time_availability,
+               sum(energy_availability * expected_kwh) / nullif(sum(expected_kwh) FILTER
+                   (WHERE energy_availability IS NOT NULL), 0) AS energy_availability
+        FROM kpi_daily
+        WHERE farm_id = $farm_id AND day >= $month::DATE - INTERVAL 11 MONTH
+          AND day < $month::DATE + INTERVAL 1 MONTH
+        GROUP BY day ORDER BY day"""
+    return {
+        "waterfall": WarehouseQuery(waterfall, parameters),
+        "availability": WarehouseQuery(availability, parameters),
+    }
