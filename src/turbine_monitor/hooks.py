@@ -200,6 +200,9 @@ class RunSummaryHooks:
             self._counts["open"] = sum(saved.get("open", 0) for saved in data.saved)  # the latest run's
             farms = sum(saved.get("farms", 0) for saved in data.saved)
             self._lines["alerts"] = f"{self._counts['open']} alert(s) open in {farms} farm(s) (table alerts)"
+        elif name == "kpi_daily" and isinstance(data, Partitions):
+            n = self._add(kpi_days=sum(saved.get("days", 0) for saved in data.saved))
+            self._lines["kpis"] = f"reported {n['kpi_days']:,} turbine day(s) (table kpi_daily)"
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -209,6 +212,6 @@ class RunSummaryHooks:
     def _log(self) -> None:
         if self._lines:
             logging.getLogger(__name__).info(
-                "Summary:\n  %s\nNext: `make up` runs the monitor live; `make mlflow-ui`, `make viz` and "
-                "`make notebook` show the model, the pipelines and the results.",
+                "Summary:\n  %s\nNext: `make up` runs the monitor live; `make dashboard` shows the results; "
+                "`make mlflow-ui`, `make viz` and `make notebook` the model, the pipelines and the data.",
                 "\n  ".join(self._lines.values()))
