@@ -53,6 +53,7 @@ FAST_TRAINING = {"training": {"window_days": 30, "holdout_days": 5, "estimator":
 LHB_LAST_DAY = pd.Timestamp("2015-12-31", tz="UTC")
 TARGETS_S = {"la-haute-borne": 1.0, "fleet": 3.0}
 REPORTING_TARGET_S = 0.3
+RUN = "live run: "  # how the live loop prints each run's figures among its logs
 
 
 def write_lhb_export(path: Path, start: pd.Timestamp, end: pd.Timestamp) -> None:
@@ -113,7 +114,7 @@ def live_loop(root: Path, kind: str, days: int, stop_file: Path) -> None:
         timer = Timer()
         seconds = run(sandbox, "inference", timer=timer)
         reporting = timer.seconds["node:report_days"] + timer.seconds["save:kpi_daily"]
-        print(json.dumps({"pipeline_s": seconds, "reporting_s": reporting}), flush=True)
+        print(RUN, json.dumps({"pipeline_s": seconds, "reporting_s": reporting}), flush=True)
         index += 1
 
 
@@ -144,6 +145,14 @@ def page_reads(sandbox: Sandbox) -> dict[str, Callable[[], object]]:
     }
 
 
+def first_run(loop: subprocess.Popen) -> list[str]:
+    """The live loop's first run line, once it is printed (the loop's logs skipped)."""
+    for line in loop.stdout:
+        if line.startswith(RUN):
+            return [line]
+    sys.exit("The live loop ended before its first run.")
+
+
 def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_url: str) -> dict:
     """Page reads while a live loop runs on `sandbox`; the live runs' figures."""
     stop_file = sandbox.root / "stop-live-loop"
@@ -154,9 +163,7 @@ def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_u
         [sys.executable, __file__, "--live-loop", str(sandbox.root), "--kind", kind, "--days", str(days),
          "--stop-file", str(stop_file)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True)
-    first = loop.stdout.readline()  # the loop is running: read while it writes
-    if not first:
-        sys.exit(f"{name}: the live loop ended before its first run")
+    runs = [json.loads(line.removeprefix(RUN)) for line in first_run(loop)]  # running: read meanwhile
     pages = {page: [] for page in page_reads(sandbox)}
     for _ in range(reads):
         for page, read in page_reads(sandbox).items():
@@ -164,7 +171,7 @@ def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_u
             read()
             pages[page].append(time.perf_counter() - started)
     stop_file.touch()
-    runs = [json.loads(line) for line in [first, *loop.stdout]]
+    runs += [json.loads(line.removeprefix(RUN)) for line in loop.stdout if line.startswith(RUN)]
     loop.wait()
     return {"warehouse": name, "pages": pages, "runs": runs}
 
