@@ -145,12 +145,12 @@ def page_reads(sandbox: Sandbox) -> dict[str, Callable[[], object]]:
     }
 
 
-def first_run(loop: subprocess.Popen) -> list[str]:
+def first_run(loop: subprocess.Popen, errors: Path) -> list[str]:
     """The live loop's first run line, once it is printed (the loop's logs skipped)."""
     for line in loop.stdout:
         if line.startswith(RUN):
             return [line]
-    sys.exit("The live loop ended before its first run.")
+    sys.exit(f"The live loop ended before its first run:\n{errors.read_text()[-3000:]}")
 
 
 def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_url: str) -> dict:
@@ -159,11 +159,13 @@ def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_u
     stop_file.unlink(missing_ok=True)
     env = {**os.environ, "PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": sandbox.mlflow_uri}
     os.environ.update(env)
-    loop = subprocess.Popen(
-        [sys.executable, __file__, "--live-loop", str(sandbox.root), "--kind", kind, "--days", str(days),
-         "--stop-file", str(stop_file)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True)
-    runs = [json.loads(line.removeprefix(RUN)) for line in first_run(loop)]  # running: read meanwhile
+    errors = sandbox.root / "live-loop.log"
+    with errors.open("w") as stderr:
+        loop = subprocess.Popen(
+            [sys.executable, __file__, "--live-loop", str(sandbox.root), "--kind", kind, "--days", str(days),
+             "--stop-file", str(stop_file)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=stderr, text=True)
+    runs = [json.loads(line.removeprefix(RUN)) for line in first_run(loop, errors)]  # running: read meanwhile
     pages = {page: [] for page in page_reads(sandbox)}
     for _ in range(reads):
         for page, read in page_reads(sandbox).items():

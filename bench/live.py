@@ -3,15 +3,19 @@
     uv run python bench/live.py [--minutes 10] [--warmup 60] [--rev REV] [--dont-write-bytecode]
 
 1. Copies the project (the working tree's files, or `git archive REV`) to a temporary
-   folder, with only `conf/local/prefect.yml` added there (a free port for the server).
+   folder, with only `conf/local/prefect.yml` and `conf/local/dashboard.yml` added there
+   (free ports for the server and the dashboard).
 2. Runs `make up` in the copy, exactly as the README says: it installs the locked
    environment into the copy's own `.venv`, bootstraps the warehouse with `kedro run`,
    starts the Prefect server, registers both deployments on their shipped schedules,
-   starts the worker and the replay at its default speed.
+   starts the worker, the replay at its default speed and the dashboard.
 3. After `--warmup` seconds of the stack being up, measures for `--minutes`: every
    scheduled run of both deployments due in that window (from the Prefect API), the CPU
    used by each long-lived process and by the flow-run processes (psutil, sampled every
    second), then stops `make up` as Ctrl-C does and reads the warehouse for freshness.
+   Meanwhile someone watches the dashboard: headless Chromium keeps its Fleet and Alerts
+   pages open, each re-reading the warehouse every `refresh_seconds` (`--no-browser`:
+   nobody looks).
 
 `--dont-write-bytecode` runs the stack with PYTHONDONTWRITEBYTECODE=1 (as many container
 images set it); without it the variable is removed from the stack's environment.
@@ -54,8 +58,9 @@ from turbine_monitor.project import PROJECT_ROOT
 
 UP_BANNER = "turbine-monitor is up"
 TARGETS = {"completed_share": 0.95, "lag_p95_s": 2.0, "freshness_p95_s": 15.0}
-ROLES = ("make up", "server", "worker", "replay", "flow runs: inference", "flow runs: training",
+ROLES = ("make up", "server", "worker", "replay", "dashboard", "flow runs: inference", "flow runs: training",
          "flow runs: other")
+WATCHED_PAGES = ("/", "/alerts")
 
 
 
@@ -96,6 +101,8 @@ def role_of(process: psutil.Process, parents: dict[int, str]) -> str | None:
         return "worker"
     if "replay_scada.py" in command:
         return "replay"
+    if "kedro dashboard" in command:
+        return "dashboard"
     return parents.get(process.ppid(), "make up")
 
 
@@ -266,10 +273,12 @@ def freshness(project: Path, since: float, until: float) -> dict[str, Any]:
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     project = root / "project"
     copy_project(project, args.rev)
-    port = stack.free_port()
+    port, dashboard_port = stack.free_port(), stack.free_port()
     (project / "conf" / "local").mkdir(parents=True, exist_ok=True)
     (project / "conf" / "local" / "prefect.yml").write_text(
         yaml.safe_dump({"prefect": {"server": {"port": port}}}))
+    (project / "conf" / "local" / "dashboard.yml").write_text(
+        yaml.safe_dump({"dashboard": {"port": dashboard_port}}))
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
     if args.dont_write_bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -286,6 +295,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         print(f"Up after {up_s:.0f} s; warming up {args.warmup:g} s, then measuring {args.minutes:g} min...",
               flush=True)
         sampler.start()
+        if not args.no_browser:
+            watching = threading.Thread(target=watch_dashboard, daemon=True, args=(
+                f"http://127.0.0.1:{dashboard_port}", args.warmup + args.minutes * 60 + 20))
+            watching.start()
         time.sleep(args.warmup)
         window_start = datetime.now(UTC)
         sampler.mark("start")
@@ -305,6 +318,19 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "machine_busy": busy / seconds(window_end - window_start),
             "freshness": freshness(project, window_start.timestamp(), window_end.timestamp()),
             "log_tail": log.read_text(errors="replace")[-1500:]}
+
+
+def watch_dashboard(url: str, seconds_open: float) -> None:
+    """The dashboard's WATCHED_PAGES open in headless Chromium for `seconds_open` (they
+    refresh themselves), as someone watching the fleet would."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        for path in WATCHED_PAGES:
+            browser.new_page().goto(url + path)
+        time.sleep(seconds_open)
+        browser.close()
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -389,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rev", help="measure this commit instead of the working tree")
     parser.add_argument("--dont-write-bytecode", action="store_true", help="set PYTHONDONTWRITEBYTECODE=1")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy (logs, databases)")
+    parser.add_argument("--no-browser", action="store_true", help="nobody watches the dashboard")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-live-"))
     try:
