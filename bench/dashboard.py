@@ -80,7 +80,7 @@ def build_fleet(root: Path, farms: int, days: int) -> Sandbox:
     sandbox = Sandbox.create(root / "sandbox")
     sandbox.set_farms(write_synthetic_fleet(root / "farms", farms, days, START.strftime("%Y-%m-%d")))
     run(sandbox, "ingestion")
-    for farm in sandbox.globals()["farms"]:
+    for farm in sandbox.load("globals")["farms"]:
         run(sandbox, "training", {**FAST_TRAINING, "farm": farm})
     run(sandbox, "inference")
     return sandbox
@@ -100,7 +100,7 @@ def live_loop(root: Path, kind: str, days: int, stop_file: Path) -> None:
     """Live inference runs until `stop_file` exists, each after one new stamp of every
     turbine; one JSON line per run (pipeline and reporting seconds)."""
     sandbox = Sandbox(root)
-    farms = sandbox.globals()["farms"]
+    farms = sandbox.load("globals")["farms"]
     records = source_records()[0] if kind == "fleet" else None
     # A reused fleet sandbox holds the stamps bench/fleet.py delivered: continue after them.
     first = len(list(Path(next(iter(farms.values())).get("landing", sandbox.landing)).glob("live-*.csv")))
