@@ -71,3 +71,18 @@ def test_the_turbine_page_bins_its_power_curves(data: DashboardData) -> None:
 def test_the_pages_read_without_kpis(data: DashboardData) -> None:
     assert data.losses_page("f1", "2015-06")["availability"].empty
     assert data.alert_evidence("T2", "2015-06-01 00:00", None)["residual_kw"].eq(-50).all()
+
+
+def test_the_losses_page_of_the_latest_month_is_the_farms_newest(sandbox: Sandbox, data: DashboardData):
+    with connect(sandbox.warehouse, 5) as con:
+        for day, energy in (("2015-05-31", 100.0), ("2015-06-01", 40.0), ("2015-06-02", 2.0)):
+            con.execute("""INSERT INTO kpi_daily (farm_id, turbine_id, day, stamps, valid_stamps, energy_kwh,
+                               expected_kwh, lost_stopped_kwh, lost_underperformance_kwh, lost_data_gap_kwh,
+                               other_kwh, coverage)
+                           VALUES ('f1', 'T1', $day, 144, 144, $energy, $energy, 0, 0, 0, 0, 1)""",
+                        {"day": day, "energy": energy})
+    assert data.months() == ["2015-06", "2015-05"]
+    latest = data.losses_page("f1", "latest")
+    assert latest["waterfall"]["energy_kwh"].tolist() == [42.0]
+    assert latest["waterfall"].equals(data.losses_page("f1", "2015-06")["waterfall"])
+    assert data.losses_page("f1", "2015-05")["waterfall"]["energy_kwh"].tolist() == [100.0]

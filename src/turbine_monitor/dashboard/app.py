@@ -38,6 +38,7 @@ from turbine_monitor.dashboard.charts import (
 )
 from turbine_monitor.dashboard.components import ActionPlot, Memory, Refresh
 from turbine_monitor.dashboard.data import DashboardData, Settings
+from turbine_monitor.dashboard.queries import LATEST_MONTH
 
 #: How long the figures of one page share a read (s): one read per page and refresh.
 SHARED_READ_S = 2.0
@@ -449,7 +450,7 @@ def pipelines_page(config: DashboardConfig) -> vm.Page:
 def build_dashboard(data: DashboardData, config: DashboardConfig) -> vm.Dashboard:
     """The five pages on `data`'s warehouse (their choices read once, at start)."""
     turbines = data.turbines()
-    months = data.months() or [pd.Timestamp.now(tz="UTC").strftime("%Y-%m")]
+    months = [LATEST_MONTH, *data.months()]
     offered = choices(turbines)
     register_sources(data, turbines, months, offered)
     return vm.Dashboard(

@@ -43,6 +43,10 @@ def turbines() -> WarehouseQuery:
     return WarehouseQuery("SELECT farm_id, turbine_id FROM turbines ORDER BY farm_id, turbine_id", {})
 
 
+#: The Losses page's first choice: each farm's newest month, whichever it is by now.
+LATEST_MONTH = "latest"
+
+
 def months() -> WarehouseQuery:
     """The months `kpi_daily` has (newest first), as 'YYYY-MM'."""
     return WarehouseQuery(
@@ -204,26 +208,30 @@ def alert_evidence(turbine_id: str, start_ts: str, end_ts: str | None, max_days:
 
 
 def losses(farm_id: str, month: str) -> dict[str, WarehouseQuery]:
-    """The Losses page of `farm_id`: the sums of `month` ('YYYY-MM') from expected to
-    produced energy by loss category, and its daily time and energy availability over the
-    year up to that month (availabilities weighted by valid stamps and expected energy)."""
-    parameters = {"farm_id": farm_id, "month": f"{month}-01"}
-    waterfall = """
+    """The Losses page of `farm_id`: the sums of `month` ('YYYY-MM', or LATEST_MONTH: the
+    farm's newest) from expected to produced energy by loss category, and its daily time
+    and energy availability over the year up to that month (availabilities weighted by
+    valid stamps and expected energy)."""
+    parameters = {"farm_id": farm_id, "month": None if month == LATEST_MONTH else f"{month}-01"}
+    chosen = """
+        WITH chosen AS (SELECT coalesce($month::DATE, date_trunc('month', max(day))::DATE) AS month
+                        FROM kpi_daily WHERE farm_id = $farm_id)"""
+    waterfall = f"""{chosen}
         SELECT sum(expected_kwh) AS expected_kwh, sum(lost_stopped_kwh) AS lost_stopped_kwh,
                sum(lost_underperformance_kwh) AS lost_underperformance_kwh,
                sum(lost_data_gap_kwh) AS lost_data_gap_kwh, sum(other_kwh) AS other_kwh,
                sum(energy_kwh) AS energy_kwh
-        FROM kpi_daily
-        WHERE farm_id = $farm_id AND day >= $month::DATE AND day < $month::DATE + INTERVAL 1 MONTH"""
-    availability = """
+        FROM kpi_daily, chosen
+        WHERE farm_id = $farm_id AND day >= chosen.month AND day < chosen.month + INTERVAL 1 MONTH"""
+    availability = f"""{chosen}
         SELECT day,
                sum(time_availability * valid_stamps) / nullif(sum(valid_stamps) FILTER
                    (WHERE time_availability IS NOT NULL), 0) AS time_availability,
                sum(energy_availability * expected_kwh) / nullif(sum(expected_kwh) FILTER
                    (WHERE energy_availability IS NOT NULL), 0) AS energy_availability
-        FROM kpi_daily
-        WHERE farm_id = $farm_id AND day >= $month::DATE - INTERVAL 11 MONTH
-          AND day < $month::DATE + INTERVAL 1 MONTH
+        FROM kpi_daily, chosen
+        WHERE farm_id = $farm_id AND day >= chosen.month - INTERVAL 11 MONTH
+          AND day < chosen.month + INTERVAL 1 MONTH
         GROUP BY day ORDER BY day"""
     return {
         "waterfall": WarehouseQuery(waterfall, parameters),
