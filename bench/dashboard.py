@@ -8,15 +8,16 @@ write to the same warehouse; and what the reporting step adds to each live run.
 For each warehouse, in a temporary sandbox:
 
 1. La Haute Borne: the 2014 history ingested and its champion trained (`kedro run`), then
-   2015 up to its last day delivered and run through the inference pipeline (scoring,
+   2015 up to its last two days delivered and run through the inference pipeline (scoring,
    alerts, reporting). The fleet: a year of exports of every farm ingested, each farm
    trained (a short window: the model's accuracy is not measured here), the backlog run
    through the inference pipeline; or a sandbox that `bench/fleet.py` built
    (`--fleet-sandbox`, e.g. kept with `--keep`), its configuration refreshed from
    `conf/base` and its backlog reported by the first run.
-2. A process of its own runs live inference runs one after another, each after one new
-   10-minute stamp of every turbine landed (La Haute Borne: the stamps of 2015-12-31),
-   and records each run's pipeline time and its reporting step (the node and its save).
+2. The day after the newest record is delivered up to 23:00 and run; then a process of
+   its own runs live inference runs one after another, each after one new 10-minute stamp
+   of every turbine landed (from 23:00 on: each run's report recomputes a nearly full
+   day), and records each run's pipeline time and its reporting step (node and save).
 3. Meanwhile this process reads each page's data `--reads` times as the app does
    (`turbine_monitor.dashboard.data.DashboardData` on the sandbox's catalog; the Pipelines
    page against a Prefect server started for the bench): median and slowest.
@@ -42,17 +43,21 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 from common import Timer
-from fleet import START, run, write_live_stamp
+from fleet import START, run
 
 from turbine_monitor.orchestration import stack
 from turbine_monitor.project import PROJECT_ROOT
 from turbine_monitor.sandbox import RAW_DIR, Sandbox
-from turbine_monitor.synthetic import source_records, write_synthetic_fleet
+from turbine_monitor.synthetic import LHB_COLUMNS, farm_records, source_records, write_synthetic_fleet
 
 FAST_TRAINING = {"training": {"window_days": 30, "holdout_days": 5, "estimator": {"max_iter": 60}}}
-LHB_LAST_DAY = pd.Timestamp("2015-12-31", tz="UTC")
+# La Haute Borne's live runs: from 23:00 of the day before its last, so that they do not
+# run out of records.
+LHB_LIVE_DAY = pd.Timestamp("2015-12-30", tz="UTC")
 TARGETS_S = {"la-haute-borne": 1.0, "fleet": 3.0}
 REPORTING_TARGET_S = 0.3
+# The live runs start at the day's 23:00 stamp, so that each recomputes a nearly full day.
+LIVE_FROM = 138
 RUN = "live run: "  # how the live loop prints each run's figures among its logs
 
 
@@ -70,7 +75,7 @@ def build_lhb(root: Path) -> Sandbox:
     """La Haute Borne, 2014 and 2015 but its last day, scored, alerted and reported."""
     sandbox = Sandbox.create(root / "sandbox")
     run(sandbox, "__default__")
-    write_lhb_export(sandbox.landing / "2015.csv", pd.Timestamp("2015-01-01", tz="UTC"), LHB_LAST_DAY)
+    write_lhb_export(sandbox.landing / "2015.csv", pd.Timestamp("2015-01-01", tz="UTC"), LHB_LIVE_DAY)
     run(sandbox, "inference")
     return sandbox
 
@@ -96,21 +101,32 @@ def reuse_fleet(path: Path) -> Sandbox:
     return sandbox
 
 
-def live_loop(root: Path, kind: str, days: int, stop_file: Path) -> None:
-    """Live inference runs until `stop_file` exists, each after one new stamp of every
-    turbine; one JSON line per run (pipeline and reporting seconds)."""
+def write_stamps(sandbox: Sandbox, kind: str, day: pd.Timestamp, stamps: range) -> None:
+    """The 10-minute stamps `stamps` (indexes in `day`) of every turbine, as exports in the
+    landing folders: La Haute Borne's records of that day, or each synthetic farm's."""
+    start, end = (day + index * pd.Timedelta("10min") for index in (stamps.start, stamps.stop))
+    name = f"live-{start:%Y%m%dT%H%M}-{len(stamps)}.csv"
+    if kind == "lhb":
+        write_lhb_export(sandbox.landing / name, start, end)
+        return
+    records = source_records()[0]
+    for number, entry in enumerate(sandbox.load("globals")["farms"].values(), start=1):
+        rows = farm_records(records, number, 4, day, 1)
+        rows = rows[(rows["ts"] >= start) & (rows["ts"] < end)]
+        rows = rows.rename(columns={"turbine_id": "Wind_turbine_name"})
+        rows["Date_time"] = rows["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        columns = ["Wind_turbine_name", "Date_time", *LHB_COLUMNS]
+        rows[columns].to_csv(Path(entry["landing"]) / name, index=False)
+
+
+def live_loop(root: Path, kind: str, day: pd.Timestamp, stop_file: Path) -> None:
+    """Live inference runs from stamp LIVE_FROM of `day` on until `stop_file` exists,
+    each after one new stamp of every turbine; one line per run (pipeline and reporting
+    seconds)."""
     sandbox = Sandbox(root)
-    farms = sandbox.load("globals")["farms"]
-    records = source_records()[0] if kind == "fleet" else None
-    # A reused fleet sandbox holds the stamps bench/fleet.py delivered: continue after them.
-    first = len(list(Path(next(iter(farms.values())).get("landing", sandbox.landing)).glob("live-*.csv")))
-    index = first
-    while not stop_file.exists() and index < first + 144:
-        if kind == "fleet":
-            write_live_stamp(sandbox, farms, records, days, index)
-        else:
-            stamp = LHB_LAST_DAY + index * pd.Timedelta("10min")
-            write_lhb_export(sandbox.landing / f"live-{stamp:%H%M}.csv", stamp, stamp + pd.Timedelta("10min"))
+    index = LIVE_FROM
+    while not stop_file.exists():
+        write_stamps(sandbox, kind, day, range(index, index + 1))
         timer = Timer()
         seconds = run(sandbox, "inference", timer=timer)
         reporting = timer.seconds["node:report_days"] + timer.seconds["save:kpi_daily"]
@@ -153,8 +169,12 @@ def first_run(loop: subprocess.Popen, errors: Path) -> list[str]:
     sys.exit(f"The live loop ended before its first run:\n{errors.read_text()[-3000:]}")
 
 
-def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_url: str) -> dict:
-    """Page reads while a live loop runs on `sandbox`; the live runs' figures."""
+def measure(name: str, sandbox: Sandbox, kind: str, reads: int, api_url: str) -> dict:
+    """Page reads while a live loop runs on `sandbox` (the day after its newest record,
+    delivered up to stamp LIVE_FROM first); the live runs' figures."""
+    day = pd.Timestamp(sandbox.scalar("SELECT max(ts) FROM scada")).floor("D") + pd.Timedelta(days=1)
+    write_stamps(sandbox, kind, day, range(0, LIVE_FROM))
+    run(sandbox, "inference")
     stop_file = sandbox.root / "stop-live-loop"
     stop_file.unlink(missing_ok=True)
     env = {**os.environ, "PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": sandbox.mlflow_uri}
@@ -162,9 +182,9 @@ def measure(name: str, sandbox: Sandbox, kind: str, days: int, reads: int, api_u
     errors = sandbox.root / "live-loop.log"
     with errors.open("w") as stderr:
         loop = subprocess.Popen(
-            [sys.executable, __file__, "--live-loop", str(sandbox.root), "--kind", kind, "--days", str(days),
-             "--stop-file", str(stop_file)], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=stderr, text=True)
+            [sys.executable, __file__, "--live-loop", str(sandbox.root), "--kind", kind,
+             "--day", day.isoformat(), "--stop-file", str(stop_file)],
+            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     runs = [json.loads(line.removeprefix(RUN)) for line in first_run(loop, errors)]  # running: read meanwhile
     pages = {page: [] for page in page_reads(sandbox)}
     for _ in range(reads):
@@ -207,11 +227,11 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=7)
     parser.add_argument("--live-loop", type=Path, help=argparse.SUPPRESS)  # the live runs' process
     parser.add_argument("--kind", help=argparse.SUPPRESS)
-    parser.add_argument("--days", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--day", type=pd.Timestamp, help=argparse.SUPPRESS)
     parser.add_argument("--stop-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.live_loop:
-        live_loop(args.live_loop, args.kind, args.days, args.stop_file)
+        live_loop(args.live_loop, args.kind, args.day, args.stop_file)
         return
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp, \
             stack.prefect_server(home=Path(tmp) / "prefect", port=stack.free_port()) as server:
@@ -220,19 +240,17 @@ def main() -> None:
         print("Building the two-year La Haute Borne warehouse...", flush=True)
         lhb = build_lhb(root / "lhb")
         os.environ["MLFLOW_TRACKING_URI"] = lhb.mlflow_uri
-        result = measure("la-haute-borne", lhb, "lhb", 0, args.reads, server.api_url)
+        result = measure("la-haute-borne", lhb, "lhb", args.reads, server.api_url)
         results.append({**result, "detail": predictions(lhb)})
         if args.fleet_sandbox:
             print(f"Reusing the fleet of {args.fleet_sandbox}...", flush=True)
             fleet = reuse_fleet(args.fleet_sandbox)
-            days = int(fleet.scalar("SELECT date_diff('day', min(ts), max(ts)) + 1 FROM scada "
-                                    "WHERE source_file NOT LIKE '%live-%'"))
         else:
             print(f"Building a fleet of {args.fleet_farms} farms ({args.fleet_days} days)...", flush=True)
-            fleet, days = build_fleet(root / "fleet", args.fleet_farms, args.fleet_days), args.fleet_days
+            fleet = build_fleet(root / "fleet", args.fleet_farms, args.fleet_days)
         os.environ["MLFLOW_TRACKING_URI"] = fleet.mlflow_uri
         farms = fleet.scalar("SELECT count(DISTINCT farm_id) FROM turbines")
-        result = measure(f"{farms} farms", fleet, "fleet", days, args.reads, server.api_url)
+        result = measure(f"{farms} farms", fleet, "fleet", args.reads, server.api_url)
         results.append({**result, "detail": predictions(fleet)})
     report(results)
 

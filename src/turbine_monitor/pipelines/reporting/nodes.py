@@ -40,21 +40,20 @@ def stamps_due(farms: pd.DataFrame, turbines: pd.DataFrame, records: pd.DataFram
                record_minutes: int) -> pd.DataFrame:
     """Every (farm_id, turbine_id, ts) due: per farm, each `record_minutes` stamp from
     its `from_ts` (NaT: its first record's day) to its newest record, for every turbine
-    of the farm; a farm without records has none."""
-    first = records.groupby("farm_id")["ts"].min().dt.floor("D")
-    newest = records.groupby("farm_id")["ts"].max()
-    grids = []
-    for farm, from_ts in farms.set_index("farm_id")["from_ts"].items():
-        if farm not in newest:
-            continue
-        start = from_ts if pd.notna(from_ts) and from_ts > first[farm] else first[farm]
-        stamps = pd.date_range(start, newest[farm], freq=f"{record_minutes}min").as_unit("ns")
-        ids = turbines.loc[turbines["farm_id"] == farm, "turbine_id"]
-        grid = pd.MultiIndex.from_product([ids, stamps], names=["turbine_id", "ts"]).to_frame(index=False)
-        grids.append(grid.assign(farm_id=farm)[["farm_id", "turbine_id", "ts"]])
-    empty = pd.DataFrame({"farm_id": [], "turbine_id": [],
-                          "ts": pd.DatetimeIndex([], tz="UTC").as_unit("ns")})
-    return pd.concat(grids, ignore_index=True) if grids else empty
+    of the farm; a farm without records has none. Built with whole-array operations: a
+    live run has a day of stamps for every turbine of the fleet."""
+    bounds = records.groupby("farm_id")["ts"].agg(first="min", newest="max")
+    spans = farms[["farm_id", "from_ts"]].merge(bounds, left_on="farm_id", right_index=True)
+    start = np.maximum(_ns(spans["from_ts"]), _ns(spans["first"].dt.floor("D")))  # NaT is the minimum
+    step = pd.Timedelta(minutes=record_minutes).value
+    spans = spans.assign(start=start, count=np.clip((_ns(spans["newest"]) - start) // step + 1, 0, None))
+    pairs = spans[["farm_id", "start", "count"]].merge(turbines[["farm_id", "turbine_id"]], on="farm_id")
+    counts = pairs["count"].to_numpy()
+    position = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    ts = np.repeat(pairs["start"].to_numpy(), counts) + position * step
+    return pd.DataFrame({"farm_id": np.repeat(pairs["farm_id"].to_numpy(), counts),
+                         "turbine_id": np.repeat(pairs["turbine_id"].to_numpy(), counts),
+                         "ts": pd.to_datetime(ts, utc=True).as_unit("ns")})
 
 
 def expected_at_stamps(due: pd.DataFrame) -> pd.Series:
