@@ -323,13 +323,21 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def watch_dashboard(url: str, seconds_open: float) -> None:
     """The dashboard's WATCHED_PAGES open in headless Chromium for `seconds_open` (they
     refresh themselves), as someone watching the fleet would."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
+    started = time.monotonic()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
         for path in WATCHED_PAGES:
-            browser.new_page().goto(url + path)
-        time.sleep(seconds_open)
+            page = browser.new_page()
+            while True:  # the dashboard starts a few seconds after the stack's banner
+                try:
+                    page.goto(url + path)
+                    break
+                except PlaywrightError:
+                    time.sleep(1)
+        time.sleep(max(0.0, seconds_open - (time.monotonic() - started)))
         browser.close()
 
 
