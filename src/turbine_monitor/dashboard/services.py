@@ -35,7 +35,8 @@ def deployment_names(conf_source: str | None = None, env: str | None = None) -> 
 
 
 def prefect_runs(conf_source: str | None = None, env: str | None = None) -> tuple[pd.DataFrame, str]:
-    """The last runs of each deployment (state, start, duration), and where they came from."""
+    """The last runs of each deployment that started (state, start, duration), and where
+    they came from."""
     import httpx
 
     url = prefect_api_url(conf_source, env)
@@ -48,9 +49,10 @@ def prefect_runs(conf_source: str | None = None, env: str | None = None) -> tupl
                 if deployment["name"] in deployment_names(conf_source, env)
                 for run in client.post(
                     "/flow_runs/filter",
-                    json={
+                    json={  # the runs that started (not those scheduled ahead), newest first
                         "deployments": {"id": {"any_": [deployment["id"]]}},
-                        "sort": "EXPECTED_START_TIME_DESC",
+                        "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+                        "sort": "START_TIME_DESC",
                         "limit": RUNS_PER_DEPLOYMENT,
                     },
                 )
