@@ -49,3 +49,19 @@ def test_the_app_requires_its_users_whatever_the_address(sandbox: Sandbox) -> No
     assert client.get("/").status_code == 401
     assert client.get("/alerts", auth=("alice", "s3cret")).status_code == 200
     assert client.get("/_dash-layout", auth=("alice", "s3cret")).status_code == 200
+
+
+def test_a_password_is_checked_against_its_hash_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from turbine_monitor.dashboard import auth
+
+    checked = []
+    real_check = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda *args: checked.append(args) or real_check(*args))
+    server = flask.Flask(__name__)
+    require_users(server, users_from({}, {USERS_VARIABLE: ALICE}))
+    server.add_url_rule("/who", "who", current_user)
+    client = server.test_client()
+    assert [client.get("/who", auth=("alice", "s3cret")).text for _ in range(3)] == ["alice"] * 3
+    assert client.get("/who", auth=("alice", "wrong")).status_code == 401  # another password is checked
+    assert client.get("/who", auth=("alice", "wrong")).status_code == 401  # and never remembered
+    assert len(checked) == 3
