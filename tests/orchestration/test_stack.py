@@ -17,6 +17,7 @@ import yaml
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Completed, Failed
 
 from tests.conftest import write_export_slice
 from tests.orchestration.conftest import HOLD_LOCK, wait_for
@@ -113,3 +114,22 @@ def test_a_worker_stopped_mid_run_leaves_it_crashed_and_frees_its_slot(api_url, 
     assert {r.state.message for r in stopped} <= {"Execution was aborted by a termination signal.",
                                                   stack.STOPPED_WITH_WORKER}
     assert deployment.global_concurrency_limit.active_slots == 0
+
+
+def test_a_run_the_stack_stopped_ends_crashed_even_if_it_reported_failed_as_it_went(api_url, workspace):
+    """The stop can surface in a run's code as an error, which the run reports as Failed on
+    its way out: a run whose process the stack stopped is set Crashed all the same; a run
+    that failed on its own, or completed, keeps its state."""
+    ids = stack.register_deployments(conf_source=str(workspace.conf))
+    with get_client(sync_client=True) as client:
+        stopped, failed, completed = (client.create_flow_run_from_deployment(ids["training"])
+                                      for _ in range(3))
+        for run, state in ((stopped, Failed()), (failed, Failed()), (completed, Completed())):
+            client.set_flow_run_state(run.id, state, force=True)
+        crashed = stack._crash_runs(api_url, {stopped.id, failed.id, completed.id}, stack.WORKER_DIED,
+                                    failed_too={stopped.id})
+        states = {name: client.read_flow_run(run.id).state
+                  for name, run in (("stopped", stopped), ("failed", failed), ("completed", completed))}
+    assert crashed == 1
+    assert (states["stopped"].name, states["stopped"].message) == ("Crashed", stack.WORKER_DIED)
+    assert (states["failed"].name, states["completed"].name) == ("Failed", "Completed")

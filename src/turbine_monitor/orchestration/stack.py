@@ -152,8 +152,12 @@ class WorkerService(Service):
             with suppress(psutil.Error):
                 process.kill()
         held = {run_id for run_id in self.flow_runs.values() if run_id}
+        # A run whose process had to be stopped here may report Failed as it goes (the stop
+        # surfacing in its code as an error): it was stopped all the same.
+        stopped_here = {self.flow_runs[process] for process in left if self.flow_runs[process]}
         if held:
-            _crash_runs(self.api_url, held, STOPPED_WITH_WORKER if self.stopped else WORKER_DIED)
+            _crash_runs(self.api_url, held, STOPPED_WITH_WORKER if self.stopped else WORKER_DIED,
+                        failed_too=stopped_here)
         self.flow_runs.clear()
 
 
@@ -394,17 +398,22 @@ def _is_flow_run_process(pid: int, flow_run_id: UUID) -> bool:
         return False
 
 
-def _crash_runs(api_url: str, flow_run_ids: set, message: str) -> int:
+def _crash_runs(api_url: str, flow_run_ids: set, message: str, failed_too: set = frozenset()) -> int:
     """Set Crashed (with `message`) those of `flow_run_ids` still Pending, Running or
-    Cancelling; report, not raise, an error (the server may be gone too)."""
+    Cancelling, and those of `failed_too` that ended Failed; report, not raise, an error
+    (the server may be gone too)."""
     if not flow_run_ids:
         return 0
     crashed = 0
+    failed_too = {str(i) for i in failed_too}
     try:
         with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            states = FlowRunFilterStateType(any_=[*IN_FLIGHT, StateType.FAILED])
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
                     id=FlowRunFilterId(any_=[UUID(str(i)) for i in flow_run_ids]),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=IN_FLIGHT)))):
+                    state=FlowRunFilterState(type=states))):
+                if run.state_type == StateType.FAILED and str(run.id) not in failed_too:
+                    continue
                 client.set_flow_run_state(run.id, Crashed(message=message), force=True)
                 crashed += 1
     except Exception as error:
