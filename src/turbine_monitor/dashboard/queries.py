@@ -208,31 +208,26 @@ def alert_evidence(turbine_id: str, start_ts: str, end_ts: str | None, max_days:
 
 
 def losses(farm_id: str, month: str) -> dict[str, WarehouseQuery]:
-    """The Losses page of `farm_id`: the sums of `month` ('YYYY-MM', or LATEST_MONTH: the
-    farm's newest) from expected to produced energy by loss category, and its daily time
-    and energy availability over the year up to that month (availabilities weighted by
-    valid stamps and expected energy)."""
+    """The Losses page of `farm_id`, from the view `kpi_farm_daily` (schema.sql: the farm's
+    sums per day, its availabilities recomputed from them): the sums of `month`
+    ('YYYY-MM', or LATEST_MONTH: the farm's newest) from expected to produced energy by
+    loss category, and its daily time and energy availability over the year up to that
+    month."""
     parameters = {"farm_id": farm_id, "month": None if month == LATEST_MONTH else f"{month}-01"}
     chosen = """
-        WITH chosen AS (SELECT coalesce($month::DATE, date_trunc('month', max(day))::DATE) AS month
-                        FROM kpi_daily WHERE farm_id = $farm_id)"""
+        WITH farm AS (SELECT * FROM kpi_farm_daily WHERE farm_id = $farm_id),
+        chosen AS (SELECT coalesce($month::DATE, date_trunc('month', max(day))::DATE) AS month FROM farm)"""
     waterfall = f"""{chosen}
         SELECT sum(expected_kwh) AS expected_kwh, sum(lost_stopped_kwh) AS lost_stopped_kwh,
                sum(lost_underperformance_kwh) AS lost_underperformance_kwh,
                sum(lost_data_gap_kwh) AS lost_data_gap_kwh, sum(other_kwh) AS other_kwh,
                sum(energy_kwh) AS energy_kwh
-        FROM kpi_daily, chosen
-        WHERE farm_id = $farm_id AND day >= chosen.month AND day < chosen.month + INTERVAL 1 MONTH"""
+        FROM farm, chosen WHERE day >= chosen.month AND day < chosen.month + INTERVAL 1 MONTH"""
     availability = f"""{chosen}
-        SELECT day,
-               sum(time_availability * valid_stamps) / nullif(sum(valid_stamps) FILTER
-                   (WHERE time_availability IS NOT NULL), 0) AS time_availability,
-               sum(energy_availability * expected_kwh) / nullif(sum(expected_kwh) FILTER
-                   (WHERE energy_availability IS NOT NULL), 0) AS energy_availability
-        FROM kpi_daily, chosen
-        WHERE farm_id = $farm_id AND day >= chosen.month - INTERVAL 11 MONTH
-          AND day < chosen.month + INTERVAL 1 MONTH
-        GROUP BY day ORDER BY day"""
+        SELECT day, time_availability, energy_availability
+        FROM farm, chosen
+        WHERE day >= chosen.month - INTERVAL 11 MONTH AND day < chosen.month + INTERVAL 1 MONTH
+        ORDER BY day"""
     return {
         "waterfall": WarehouseQuery(waterfall, parameters),
         "availability": WarehouseQuery(availability, parameters),
