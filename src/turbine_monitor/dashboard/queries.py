@@ -60,7 +60,7 @@ def fleet(stale_after_minutes: int) -> dict[str, WarehouseQuery]:
     """The Fleet page: each turbine's state, last record and energy lost today and this
     month; what needs attention first (open unacknowledged alerts, then stale data)."""
     states = f"""
-        WITH {CLOCK}, {ACKED_ALERTS},
+        WITH {CLOCK},
         last AS (SELECT turbine_id, max(ts) AS last_record FROM scada GROUP BY turbine_id),
         open AS (SELECT turbine_id, bool_or(kind = 'stopped') AS stopped,
                         bool_or(kind = 'underperformance') AS underperforming
