@@ -3,7 +3,9 @@ folder) and one MLflow store for the session."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from turbine_monitor.fleet import check_fleet
+from turbine_monitor.orchestration.postgres import PostgresCluster, PostgresUnavailable
+from turbine_monitor.orchestration.stack import free_port
 from turbine_monitor.project import PROJECT_ROOT, load_config, run_fleet_round
 from turbine_monitor.sandbox import RAW_DIR, Sandbox
 from turbine_monitor.synthetic import write_synthetic_fleet
@@ -55,6 +59,31 @@ def landing_only_workspace(root: Path) -> Sandbox:
     empty_raw.mkdir(parents=True)
     shutil.copy(RAW_DIR / "la-haute-borne-asset-table.csv", empty_raw)
     return Sandbox.create(root / "ws", raw_dir=empty_raw)
+
+
+# CI installs PostgreSQL (.ci/run) and sets this: there a missing PostgreSQL fails a test.
+REQUIRE_POSTGRES = os.environ.get("TURBINE_MONITOR_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster on a free port of 127.0.0.1 (trust auth), for the
+    test only, in a folder outside pytest's tmp folder (root-only, and PostgreSQL runs as
+    the `postgres` user under root)."""
+    root = Path(tempfile.mkdtemp(prefix="turbine-monitor-pg-"))
+    try:
+        cluster = PostgresCluster(root, free_port()).create().start()
+    except PostgresUnavailable as missing:
+        shutil.rmtree(root, ignore_errors=True)
+        if REQUIRE_POSTGRES:
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+    try:
+        yield cluster
+    finally:
+        if cluster.running():
+            cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

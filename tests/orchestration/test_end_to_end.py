@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from glob import glob
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -50,65 +43,12 @@ NEW_DAYS = 4  # one landing file per day of February 2014, ...
 DROP_EVERY_S = 4  # ... this often
 MIN_COMPLETED = {"inference": 3, "training": 2}
 IN_FLIGHT = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
-# CI installs PostgreSQL (.ci/run) and sets this: there a missing PostgreSQL fails the test.
-REQUIRE_POSTGRES = os.environ.get("TURBINE_MONITOR_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
-
-
-def postgres_bindir() -> Path | None:
-    """Where initdb and pg_ctl are (Debian installs them off the PATH)."""
-    found = sorted(glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
-    return Path(found[-1]).parent if found[-1] else None
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a free port of 127.0.0.1 (trust auth), for the
-    test only. As root, initdb and the server run as the `postgres` OS user, in a folder
-    it owns outside pytest's (root-only) tmp folder."""
-    bindir, missing = postgres_bindir(), None
-    if bindir is None:
-        missing = "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
-    elif os.geteuid() == 0 and not shutil.which("runuser"):
-        missing = "running as root without `runuser` to run PostgreSQL as another user"
-    elif os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("postgres")  # the Debian package creates it
-        except KeyError:
-            missing = "running as root and there is no `postgres` OS user to run PostgreSQL as"
-    if missing:
-        if REQUIRE_POSTGRES:
-            pytest.fail(missing)
-        pytest.skip(missing)
-    root, as_postgres = Path(tempfile.mkdtemp(prefix="turbine-monitor-pg-")), []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-
-    def pg(tool: str, *args: str) -> None:
-        done = subprocess.run([*as_postgres, str(bindir / tool), *args], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
-        if done.returncode:
-            log = root / "postgres.log"
-            pytest.fail(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}"
-                        f"{log.read_text() if log.exists() else ''}")
-
-    data, port = root / "data", stack.free_port()
-    try:
-        pg("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
-        pg("pg_ctl", "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-t", "60", "-o",
-           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        try:
-            yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """The Prefect server's database: None = SQLite in its PREFECT_HOME."""
-    return None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_cluster").url(driver="asyncpg")
 
 
 def flow_runs(deployment_id: UUID) -> list[FlowRun]:
