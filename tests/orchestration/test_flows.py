@@ -285,8 +285,10 @@ def test_deployments_are_registered_from_config_and_updated_in_place(prefect_api
     assert deployment.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert deployment.concurrency_options.grace_period_seconds == 60
     assert deployment.parameters == {"env": "local"}
-    assert deployment.entrypoint == "src/turbine_monitor/orchestration/flows.py:inference_flow"
-    assert deployment.job_variables == {"command": "python -m prefect.engine", "stream_output": False}
+    assert deployment.entrypoint == "turbine_monitor.orchestration.flows.inference_flow"
+    assert not deployment.pull_steps  # a worker runs the flow of its own copy, in its working directory
+    assert deployment.job_variables == {"working_dir": ".", "command": "python -m prefect.engine",
+                                        "stream_output": False}
     training_id = register_deployment("training")
     with get_client(sync_client=True) as client:
         training = client.read_deployment(training_id)

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -37,7 +36,10 @@ from prefect import flow, get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, Flow, FlowRun
+from prefect.deployments import run_deployment
+from prefect.deployments.runner import EntrypointType, deploy
 from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging.handlers import APILogHandler
@@ -45,7 +47,7 @@ from prefect.states import Completed, State
 
 from turbine_monitor.hooks import RELEASE
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
-from turbine_monitor.project import PROJECT_ROOT, kedro_session, load_config
+from turbine_monitor.project import kedro_session, load_config
 from turbine_monitor.values import FarmFailures, ModelRelease, Partitions, Skipped
 
 # isort: split
@@ -59,7 +61,6 @@ import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 import turbine_monitor.pipeline_registry  # noqa: F401
 
-FLOWS_FILE = Path(__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
 FORWARDED_LOGGERS = ("kedro", "kedro_mlflow", "turbine_monitor")  # at their levels in conf/logging.yml
 TIMINGS_PREFIX = "Timings: "
 FLOW_RUN_TAG = "prefect_flow_run_id"  # on the MLflow run of a training flow run
@@ -141,6 +142,7 @@ class FlowRunHooks:
         self.catalog: CatalogProtocol | None = None
         self.outputs: dict[str, Any] = {}  # the pipeline's output datasets, once it has run
         self.farm_failures: dict[str, Exception] = {}  # farms whose work failed (the others' was saved)
+        self.config: dict[str, Any] = {}  # the run's `prefect.yml`
 
     @hook_impl
     def after_catalog_created(self, catalog: CatalogProtocol) -> None:
@@ -233,8 +235,9 @@ def flow_run_session(env: str, runtime_params: dict | None, conf_source: str | N
 
 def skip_if_stale(config: dict[str, Any], deployment: str) -> State | None:
     """A Completed "Skipped: ..." state if this run started too long after its
-    scheduled time (a retry of a run that started in time is never skipped)."""
-    if runtime.flow_run.run_count > 1:
+    scheduled time (a retry of a run that started in time, or a run another flow run
+    started, e.g. one farm of a training round, is never skipped)."""
+    if runtime.flow_run.run_count > 1 or runtime.flow_run.parent_flow_run_id is not None:
         return None
     message = stale_skip_message(runtime.flow_run.scheduled_start_time, datetime.now(UTC),
                                  config["deployments"][deployment]["interval_seconds"],
@@ -256,6 +259,7 @@ def run_pipeline(deployment: str, pipeline: str, env: str, runtime_params: dict 
     if skipped := skip_if_stale(config, deployment):
         return skipped
     hooks = FlowRunHooks(runtime.flow_run.id, timings)
+    hooks.config = config
     runner = PrefectTaskRunner(config["tasks"], config["fleet"]["partition_parallelism"])
     with flow_run_session(env, runtime_params, conf_source, hooks) as session:
         try:
@@ -290,6 +294,41 @@ def train_farms(farms: list[str], **arguments: Any) -> dict[str, dict[str, Any] 
     return results
 
 
+class FarmRunFailed(RuntimeError):
+    """A farm's flow run (`train_farms_on_workers`) did not complete."""
+
+
+def train_farms_on_workers(farms: list[str], deployment: dict[str, Any], env: str,
+                           runtime_params: dict | None, conf_source: str | None,
+                           poll_s: float = 2.0) -> dict[str, dict[str, Any] | Exception]:
+    """Each farm trained by a flow run of its own of `deployment` (a `prefect.yml` entry
+    running `training_flow`), which whichever worker of the pool is free runs, at most
+    the deployment's concurrency limit at once (the others wait for a slot). Waits for
+    all of them; a farm's row is its run's `training-summary` row, or why the run did not
+    complete. The runs are idempotent per round and farm: a retry of this flow run finds
+    them instead of starting them again."""
+    name = f"{training_flow.name}/{deployment['name']}"
+    runs = {farm: run_deployment(
+        name, parameters={"env": env, "conf_source": conf_source,
+                          "runtime_params": {**(runtime_params or {}), "farm": farm}},
+        flow_run_name=f"train {farm}", timeout=0, as_subflow=True,
+        idempotency_key=f"{runtime.flow_run.id}:{farm}") for farm in farms}
+    results: dict[str, dict[str, Any] | Exception] = {}
+    with get_client(sync_client=True) as client:
+        while len(results) < len(runs):
+            time.sleep(poll_s)
+            for farm, run in runs.items():
+                if farm in results or not (state := client.read_flow_run(run.id).state).is_final():
+                    continue
+                rows = [row for artifact in client.read_artifacts(
+                            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+                                                           key=ArtifactFilterKey(any_=["training-summary"])))
+                        for row in json.loads(artifact.data)]
+                results[farm] = ({**rows[0], "flow_run": run.name} if state.is_completed() and rows else
+                                 FarmRunFailed(f"flow run {run.name} ended {state.name}: {state.message}"))
+    return results
+
+
 @flow(name="turbine-monitor-training", on_crashed=[end_mlflow_run_of], on_cancellation=[end_mlflow_run_of])
 def training_flow(env: str = "local", runtime_params: dict | None = None,
                   conf_source: str | None = None) -> State | None:
@@ -301,10 +340,14 @@ def training_flow(env: str = "local", runtime_params: dict | None = None,
     run = run_pipeline("training", "training_plan", env, runtime_params, conf_source)
     if isinstance(run, State):
         return run
-    farm = (runtime_params or {}).get("farm")
+    farm, dispatch = (runtime_params or {}).get("farm"), run.config["fleet"]["farm_deployment"]
     farms = [farm] if farm else run.outputs["farms_to_train"].load()
-    results = train_farms(farms, env=env, runtime_params=runtime_params, conf_source=conf_source,
-                          flow_run_id=str(runtime.flow_run.id))
+    if dispatch and not farm:
+        results = train_farms_on_workers(farms, run.config["deployments"][dispatch], env, runtime_params,
+                                         conf_source)
+    else:
+        results = train_farms(farms, env=env, runtime_params=runtime_params, conf_source=conf_source,
+                              flow_run_id=str(runtime.flow_run.id))
     run.timings.pipeline_ended = time.time()  # the round's pipelines: the plan, then each farm's
     failures = {farm: result for farm, result in results.items() if isinstance(result, Exception)}
     publish_training_summary([result if farm not in failures else
@@ -425,24 +468,33 @@ def concurrency_limit(spec: dict[str, Any]) -> ConcurrencyLimitConfig:
 
 
 def register_deployment(deployment: str, conf_source: str | None = None, env: str | None = None) -> UUID:
-    """Create or update in place the interval-scheduled deployment `deployment`
-    (`prefect.yml`: deployments) on the process work pool, created if missing.
+    """Create or update in place the deployment `deployment` (`prefect.yml`:
+    deployments; interval-scheduled, or unscheduled without `interval_seconds`) on the
+    process work pool, created if missing.
 
-    The configuration is read from `conf_source` (default: the project's `conf/`) and
-    Kedro environment `env`; either one, when given, is also added to the deployment's
-    parameters, so that the flow runs read the same configuration."""
+    The deployment names its flow by module (`turbine_monitor.orchestration.flows`) and
+    runs it in the worker's working directory: each worker runs the flows of the project
+    copy it was started in, wherever that copy is on its host. The configuration is read
+    from `conf_source` (default: the project's `conf/`) and Kedro environment `env`;
+    either one, when given, is also added to the deployment's parameters, so that the
+    flow runs read the same configuration. With `crash_detection` enabled, the flow-run
+    processes send heartbeats that often."""
     config = prefect_config(conf_source, env)
     pool, spec = config["work_pool"], config["deployments"][deployment]
     parameters = {**spec["parameters"], **({"conf_source": conf_source} if conf_source else {}),
                   **({"env": env} if env else {})}
+    job_variables = {"working_dir": ".", **spec["job_variables"]}
+    if config["crash_detection"]["enabled"]:
+        heartbeat = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(config["crash_detection"]["heartbeat_seconds"])}
+        job_variables["env"] = {**job_variables.get("env", {}), **heartbeat}
     with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=pool["name"], type=pool["type"]))
-    source = flow.from_source(source=str(PROJECT_ROOT), entrypoint=f"{FLOWS_FILE}:{spec['flow']}")
-    return source.deploy(
+    runner_deployment = globals()[spec["flow"]].to_deployment(
         name=spec["name"], work_pool_name=pool["name"], work_queue_name=spec["work_queue"],
-        interval=spec["interval_seconds"], parameters=parameters, tags=spec["tags"],
-        concurrency_limit=concurrency_limit(spec), job_variables=spec["job_variables"],
-        ignore_warnings=True,  # the process work pool is deliberate (not `flow.serve()`)
-        print_next_steps=False,
-    )
-
+        interval=spec.get("interval_seconds"), parameters=parameters, tags=spec["tags"],
+        concurrency_limit=concurrency_limit(spec), job_variables=job_variables,
+        entrypoint_type=EntrypointType.MODULE_PATH)
+    [deployment_id] = deploy(runner_deployment, work_pool_name=pool["name"], build=False, push=False,
+                             print_next_steps_message=False,
+                             ignore_warnings=True)  # the process work pool is deliberate (not `flow.serve()`)
+    return deployment_id

@@ -70,6 +70,17 @@ def alert_automation(config: dict[str, Any], block_id: UUID) -> AutomationCore:
     )
 
 
+def save_automation(client: SyncPrefectClient, automation: AutomationCore) -> UUID:
+    """Create `automation`, or update the one of its name (deleting any duplicate)."""
+    existing = client.read_automations_by_name(automation.name)
+    if not existing:
+        return client.create_automation(automation)
+    client.update_automation(existing[0].id, automation)
+    for duplicate in existing[1:]:
+        client.delete_automation(duplicate.id)
+    return existing[0].id
+
+
 def register_notifications(conf_source: str | None = None, env: str | None = None) -> UUID | None:
     """Create or update (by name: there is then exactly one) the alert automation on the
     server of PREFECT_API_URL, from `prefect.yml` (`notifications:`) read from
@@ -90,14 +101,7 @@ def register_notifications(conf_source: str | None = None, env: str | None = Non
                    f"block named '{config['webhook_block']}'; then register the deployments again")
             logger.warning("Alert notifications are off (%s).", why)
             return None
-        automation = alert_automation(config, block_id)
-        if not existing:
-            automation_id = client.create_automation(automation)
-        else:
-            automation_id = existing[0].id
-            client.update_automation(automation_id, automation)
-            for duplicate in existing[1:]:
-                client.delete_automation(duplicate.id)
+        automation_id = save_automation(client, alert_automation(config, block_id))
     logger.info("Alert notifications on: automation '%s' calls the webhook block '%s' for each alert "
                 "opened live.", name, config["webhook_block"])
     return automation_id

@@ -54,6 +54,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
+from turbine_monitor.orchestration.crash_detection import register_crash_detection
 from turbine_monitor.orchestration.flows import prefect_config, register_deployment
 from turbine_monitor.orchestration.notifications import register_notifications
 from turbine_monitor.project import PROJECT_ROOT
@@ -364,15 +365,17 @@ def restart_policy(config: dict) -> RestartPolicy:
 def register_deployments(conf_source: str | None = None, env: str | None = None,
                          api_url: str | None = None) -> dict[str, UUID]:
     """Create the work pool if missing and create or update every deployment of
-    `prefect.yml` (training and inference) and the alert notifications' automation
-    (`notifications.register_notifications`) on the server at `api_url` (default:
-    PREFECT_API_URL), from the configuration in `conf_source`/`env`; a `conf_source`
-    or `env` given is passed to the flow runs as a parameter (see `register_deployment`).
+    `prefect.yml` (training and inference) and the automations of the alert
+    notifications and the crash detection (`notifications`, `crash_detection`) on the
+    server at `api_url` (default: PREFECT_API_URL), from the configuration in
+    `conf_source`/`env`; a `conf_source` or `env` given is passed to the flow runs as a
+    parameter (see `register_deployment`).
     Returns the deployment ids by deployment key."""
     names = prefect_config(conf_source, env)["deployments"]
     with temporary_settings({PREFECT_API_URL: api_url} if api_url else {}):
         ids = {name: register_deployment(name, conf_source=conf_source, env=env) for name in names}
         register_notifications(conf_source, env)
+        register_crash_detection(conf_source, env)
     return ids
 
 
