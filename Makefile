@@ -4,7 +4,7 @@
 UV_VERSION := 0.13.9
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: setup run test check lint up viz dashboard mlflow-ui notebook
+.PHONY: setup postgres run test check lint up up-cluster viz dashboard mlflow-ui notebook
 
 # Compiles every installed package and the project's own sources to bytecode: where
 # Python may not write __pycache__ (PYTHONDONTWRITEBYTECODE, a read-only install) each
@@ -35,6 +35,18 @@ lint: setup
 ## server (unless PREFECT_API_URL is set), both deployments, a supervised worker and replay.
 up: setup
 	uv run python entrypoint/up.py
+
+## The cluster profile on this machine until Ctrl-C (conf/cluster/cluster.yml): PostgreSQL
+## (warehouse, MLflow and Prefect databases), the MLflow tracking server, the Prefect server,
+## two workers each in its own copy of the project, a synthetic fleet replaying.
+up-cluster: setup postgres
+	uv run python entrypoint/up_cluster.py
+
+## PostgreSQL's server binaries (Debian's `postgresql`), for the cluster profile: installed if missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql >/dev/null; }
 
 ## Pipeline graph in the browser (http://127.0.0.1:4141).
 viz: setup

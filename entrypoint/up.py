@@ -22,21 +22,15 @@ Logs of the server, the worker, the replay and the dashboard: `<prefect.server.h
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from contextlib import ExitStack
-from datetime import datetime
 
 import duckdb
 
 from turbine_monitor.orchestration import stack
 from turbine_monitor.orchestration.flows import prefect_config
 from turbine_monitor.project import PROJECT_ROOT, load_config
-
-
-def say(message: str) -> None:
-    print(f"{datetime.now():%H:%M:%S} {message}", flush=True)
 
 
 def warehouse_has_scada() -> bool:
@@ -53,36 +47,23 @@ def warehouse_has_scada() -> bool:
         return True
 
 
-def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP stop `make up` the way Ctrl-C does (KeyboardInterrupt); once
-    stopping, further signals are ignored so that the cleanup runs to its end."""
-    def stop(signum: int, frame: object) -> None:
-        for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(other, signal.SIG_IGN)
-        print(f"\n{signal.Signals(signum).name}: stopping everything `make up` started...", flush=True)
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop)
-
-
 def main() -> None:
-    stop_on_signals()
+    stack.stop_on_signals("make up")
     config = prefect_config()
     server_options, pool = config["server"], config["work_pool"]["name"]
     home = PROJECT_ROOT / server_options["home"]
     logs = home / "logs"
     if not warehouse_has_scada():
-        say("The warehouse holds no SCADA records: bootstrapping it with `kedro run-fleet`...")
+        stack.say("The warehouse holds no SCADA records: bootstrapping it with `kedro run-fleet`...")
         subprocess.run([sys.executable, "-m", "kedro", "run-fleet"], cwd=PROJECT_ROOT,
                        stdin=subprocess.DEVNULL, check=True)
     with ExitStack() as running:
         api_url, server, worker_env = os.environ.get("PREFECT_API_URL"), None, {}
         if api_url:
-            say(f"Using the Prefect server of PREFECT_API_URL: {api_url}")
+            stack.say(f"Using the Prefect server of PREFECT_API_URL: {api_url}")
             stack.wait_until_healthy(api_url, server_options["startup_timeout_seconds"])
         else:
-            say(f"Starting a Prefect server on {server_options['host']}:{server_options['port']} "
+            stack.say(f"Starting a Prefect server on {server_options['host']}:{server_options['port']} "
                 f"(PREFECT_HOME={home})...")
             server = running.enter_context(stack.prefect_server(
                 host=server_options["host"], port=server_options["port"], home=home,
@@ -90,9 +71,9 @@ def main() -> None:
                 settings=server_options["settings"]))
             api_url, worker_env = server.api_url, {"PREFECT_HOME": str(home)}
             if crashed := stack.crash_orphaned_runs(pool, api_url):  # left by a `make up` killed hard
-                say(f"Set Crashed {crashed} flow run(s) whose process was gone.")
+                stack.say(f"Set Crashed {crashed} flow run(s) whose process was gone.")
         deployments = stack.register_deployments(api_url=api_url)
-        supervisor = running.enter_context(stack.Supervisor(stack.restart_policy(config), say=say))
+        supervisor = running.enter_context(stack.Supervisor(stack.restart_policy(config), say=stack.say))
         supervisor.add(stack.worker_service(pool, api_url, env=worker_env, log_file=logs / "worker.log"))
         supervisor.add(stack.replay_service(log_file=logs / "replay.log"))
         supervisor.add(stack.dashboard_service(env={"PREFECT_API_URL": api_url},
@@ -114,6 +95,6 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        say("Stopped.")
+        stack.say("Stopped.")
     except (RuntimeError, subprocess.CalledProcessError) as error:  # a service gave up, the bootstrap failed
         sys.exit(f"make up: {error}")

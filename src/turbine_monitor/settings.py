@@ -39,7 +39,8 @@ CONFIG_LOADER_ARGS = {
                         "replay": ["replay*", "replay*/**"],
                         "prefect": ["prefect*", "prefect*/**"],
                         "mlflow": ["mlflow*", "mlflow*/**"],
-                        "dashboard": ["dashboard*", "dashboard*/**"]},
+                        "dashboard": ["dashboard*", "dashboard*/**"],
+                        "cluster": ["cluster*", "cluster*/**"]},
     # A file in conf/<env> overrides only the keys it sets (e.g. one deployment's interval,
     # the MLflow tracking URI); Kedro's default, for the others, replaces whole top-level
     # sections (a local farms.yml's `farms:` is the whole fleet).

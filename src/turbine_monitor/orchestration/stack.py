@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -74,12 +75,14 @@ class GaveUp(RuntimeError):
 
 
 class Service:
-    """A long-lived process of the stack: `args` run from the project root in a process
-    group of its own, no stdin, output appended to `log_file` (default: inherited)."""
+    """A long-lived process of the stack: `args` run from `cwd` (default: the project
+    root) in a process group of its own, no stdin, output appended to `log_file` (default:
+    inherited)."""
 
     def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None = None,
-                 log_file: Path | None = None, restart_on_success: bool = True):
+                 log_file: Path | None = None, restart_on_success: bool = True, cwd: Path = PROJECT_ROOT):
         self.name, self.args, self.env, self.log_file = name, list(args), env or {}, log_file
+        self.cwd = cwd
         self.restart_on_success = restart_on_success  # False: exiting with 0 means done (the replay)
         self.process: subprocess.Popen | None = None
 
@@ -90,7 +93,7 @@ class Service:
             log = self.log_file.open("ab")
         try:
             self.process = subprocess.Popen(
-                self.args, cwd=PROJECT_ROOT, env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
+                self.args, cwd=self.cwd, env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT if log else None, start_new_session=True)
         finally:
             if log is not None:
@@ -120,8 +123,9 @@ class WorkerService(Service):
     nobody watching them) and sets Crashed the runs they held."""
 
     def __init__(self, pool: str, api_url: str, args: Sequence[str], env: dict[str, str],
-                 log_file: Path | None, stop_grace_s: float):
-        super().__init__("Prefect worker", args, env, log_file)
+                 log_file: Path | None, stop_grace_s: float, name: str = "Prefect worker",
+                 cwd: Path = PROJECT_ROOT):
+        super().__init__(name, args, env, log_file, cwd=cwd)
         self.pool, self.api_url, self.stop_grace_s = pool, api_url, stop_grace_s
         self.flow_runs: dict[psutil.Process, str | None] = {}  # process -> its flow run id
         self.stopped = False  # by us, not died
@@ -294,22 +298,27 @@ def prefect_server(host: str = "127.0.0.1", port: int = 4200, home: Path | None 
 
 
 def worker_service(pool: str, api_url: str, env: dict[str, str] | None = None, log_file: Path | None = None,
-                   conf_source: str | None = None, kedro_env: str | None = None) -> WorkerService:
-    """`prefect worker start --pool <pool>` against `api_url`, from the project root (the
-    deployments load their flows from source there), with the worker options of
-    `prefect.yml` (`worker:`, read from `conf_source`/`kedro_env`); `env` is added to the
-    worker's environment, which its flow runs inherit, and the interpreter running this
-    code comes first on their PATH (the deployments' `command` runs `python`)."""
+                   conf_source: str | None = None, kedro_env: str | None = None, name: str | None = None,
+                   project: Path = PROJECT_ROOT) -> WorkerService:
+    """`prefect worker start --pool <pool>` against `api_url`, from `project` (the
+    project root or a copy of it: the flow runs run there, on its code and configuration),
+    with the worker options of `prefect.yml` (`worker:`, read from
+    `conf_source`/`kedro_env`); `env` is added to the worker's environment, which its flow
+    runs inherit, and the interpreter running this code comes first on their PATH (the
+    deployments' `command` runs `python`). A copy's `src` comes first on their PYTHONPATH.
+    `name` is the worker's name on the server (default: Prefect's, a random one)."""
     config = prefect_config(conf_source, kedro_env)
     options = config["worker"]
     bindir = str(Path(sys.executable).parent)
     worker_env = {**QUIET, "PREFECT_API_URL": api_url,
                   "PREFECT_WORKER_QUERY_SECONDS": str(options["query_seconds"]),
-                  "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]), **(env or {})}
+                  "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
+                  **({"PYTHONPATH": str(project / "src")} if project != PROJECT_ROOT else {}), **(env or {})}
     args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-            "--prefetch-seconds", str(options["prefetch_seconds"])]
+            "--prefetch-seconds", str(options["prefetch_seconds"]), *(["--name", name] if name else [])]
     return WorkerService(pool, api_url, args, worker_env, log_file,
-                         stop_grace_s=config["supervisor"]["stop_grace_seconds"])
+                         stop_grace_s=config["supervisor"]["stop_grace_seconds"],
+                         name=f"Prefect worker {name}" if name else "Prefect worker", cwd=project)
 
 
 @contextmanager
@@ -449,6 +458,25 @@ def _group(pgid: int) -> list[psutil.Process]:
 def _signal_group(pgid: int, signum: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def say(message: str) -> None:
+    """Print `message` with the time, at once (the stack's own lines among its services')."""
+    print(f"{datetime.now():%H:%M:%S} {message}", flush=True)
+
+
+def stop_on_signals(command: str) -> None:
+    """SIGTERM and SIGHUP stop `command` (`make up`) the way Ctrl-C does
+    (KeyboardInterrupt); once stopping, further signals are ignored so that the cleanup
+    runs to its end."""
+    def stop(signum: int, frame: object) -> None:
+        for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(other, signal.SIG_IGN)
+        print(f"\n{signal.Signals(signum).name}: stopping everything `{command}` started...", flush=True)
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
