@@ -74,20 +74,38 @@ class Sandbox:
         warehouse file (default: as they are, else `root/warehouse.duckdb`), the lock
         wait; and, on first use, its `farms.yml`: the bundled farm, its asset table and
         history (if there) from the bundled data folder, its landing folder `landing`."""
-        current = self.globals()["paths"] if (self.conf / "local" / "globals.yml").exists() else {}
+        written = self.globals() if (self.conf / "local" / "globals.yml").exists() else {}
+        current = written.get("paths", {})
+        postgres = {key: value for key, value in written.get("warehouse", {}).items()
+                    if key in ("url", "connect_timeout_s")}  # use_postgres's
         raw = Path(raw or current["raw"])
         self._write("globals", {
             "paths": {"raw": str(raw),
                       "warehouse": str(warehouse or current.get("warehouse", self.root / "warehouse.duckdb")),
                       "reporting": str(self.root / "reporting"),
                       "model_cache": str(self.root / "models")},
-            "warehouse": {**load_config("globals", self.conf, env="base")["warehouse"],
+            "warehouse": {**load_config("globals", self.conf, env="base")["warehouse"], **postgres,
                           "lock_timeout_s": lock_timeout_s}})
         if not (self.conf / "local" / "farms.yml").exists():
             history = raw / "la-haute-borne-scada-2014.parquet"
             self.set_farms({"la-haute-borne": {
                 "assets": str(raw / "la-haute-borne-asset-table.csv"), "format": "la_haute_borne",
                 "landing": str(self.landing), **({"history": str(history)} if history.exists() else {})}})
+
+    def use_postgres(self, url: str, connect_timeout_s: float = 30) -> None:
+        """Put the warehouse on the PostgreSQL database `url` (libpq URL), as the cluster
+        profile does: its warehouse entries (`conf/cluster/catalog.yml`) as the sandbox's
+        `conf/local/catalog.yml`, and `url` and `connect_timeout_s` in its globals'
+        `warehouse` section; `sql` then queries that database."""
+        shutil.copy(PROJECT_ROOT / "conf" / "cluster" / "catalog.yml", self.conf / "local" / "catalog.yml")
+        content = self.globals()
+        content["warehouse"] = {**content["warehouse"], "url": url, "connect_timeout_s": connect_timeout_s}
+        self._write("globals", content)
+
+    @property
+    def warehouse_url(self) -> str | None:
+        """The PostgreSQL warehouse (`use_postgres`); None: the DuckDB file."""
+        return self.globals()["warehouse"].get("url")
 
     def globals(self) -> dict:
         return yaml.safe_load((self.conf / "local" / "globals.yml").read_text())
@@ -101,6 +119,11 @@ class Sandbox:
             session.run(pipeline_names=[pipeline])
 
     def sql(self, query: str) -> list[tuple]:
+        if url := self.warehouse_url:
+            import psycopg
+
+            with psycopg.connect(url, options="-c TimeZone=UTC") as con:
+                return con.execute(query).fetchall()
         import duckdb
 
         with duckdb.connect(str(self.warehouse), read_only=True) as con:

@@ -93,6 +93,10 @@ MIGRATIONS = {
         DELETE FROM alert_detection;
         DELETE FROM detector_days""",
 }
+#: A read: one query, or several (by name) run in one snapshot; and what it loads.
+Select = WarehouseQuery | dict[str, WarehouseQuery]
+Loaded = pd.DataFrame | dict[str, pd.DataFrame]
+_EVIDENCE = ", ".join(EVIDENCE_COLUMNS)
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
 _ALIAS = "warehouse"
@@ -231,7 +235,178 @@ def save_partitions(data: Any, save: Callable[[Any], dict[str, Any]]) -> None:
         data.saved.append(save(result))
 
 
-class DuckDBQueryDataset(_WarehouseDataset):
+class QueryDatasetBase(AbstractDataset):
+    """What a query dataset does whatever the backend (`DuckDBQueryDataset`,
+    `postgres.PostgresQueryDataset`): checks its arguments, builds the reads (a table's
+    columns, or a rule's `values.WarehouseQuery`), lists and groups the farms with work
+    into `values.Partitions`, and saves partitions one at a time. A backend runs the
+    reads (`_fetch`, `_fetch_rows`) and the inserts (`_insert`)."""
+
+    def _configure(self, table: str | None, columns: list[str] | None, order_by: list[str] | None,
+                   query: str | None, query_args: dict[str, Any] | None, partitions: dict[str, Any] | None,
+                   upsert: bool, dequeue: str | None) -> None:
+        name = type(self).__name__
+        if (query is None) == (table is None):
+            raise DatasetError(f"{name} needs either a table or a query")
+        if partitions is not None and (query is None or "work" not in partitions):
+            raise DatasetError(f"{name} partitions need a query and partitions.work")
+        self._table, self._columns, self._order_by = table, columns, order_by
+        self._query, self._query_args, self._partitions = query, query_args or {}, partitions
+        self._upsert, self._dequeue = upsert, dequeue
+
+    def load(self) -> Loaded | Partitions:
+        if self._partitions is None:
+            return self._read(**self._query_args)
+        work = load_obj(self._partitions["work"])(**self._partitions.get("work_args", {}))
+        weights = self._fetch_rows(work)
+        groups = group_farms(weights, float(self._partitions.get("max_weight", 0)))
+        return Partitions.of(groups, lambda farms: self._read(farms=list(farms), **self._query_args))
+
+    def _read(self, **arguments: Any) -> Loaded:
+        if self._query is None:
+            order = f" ORDER BY {', '.join(self._order_by)}" if self._order_by else ""
+            select: Select = WarehouseQuery(
+                f"SELECT {', '.join(self._columns or ['*'])} FROM {self._table}{order}", {})
+        else:
+            select = load_obj(self._query)(**arguments)
+        return self._fetch(select)
+
+    def save(self, data: pd.DataFrame | Partitions) -> None:
+        if self._query is not None:
+            raise DatasetError(f"{type(self).__name__} with a query is read-only")
+        save_partitions(data, self._insert)
+
+    def _fetch(self, select: Select) -> Loaded:
+        """The result of `select`, or of each query of a dict of them in one snapshot."""
+        raise NotImplementedError
+
+    def _fetch_rows(self, query: WarehouseQuery) -> list[tuple]:
+        """The rows of `query` as tuples."""
+        raise NotImplementedError
+
+    def _insert(self, data: pd.DataFrame) -> dict[str, Any]:
+        """Insert `data` in one transaction (see the subclasses); `{"rows": <inserted>}`."""
+        raise NotImplementedError
+
+    def _describe_query(self) -> dict[str, Any]:
+        return {"table": self._table, "query": self._query, "query_args": self._query_args,
+                "partitions": self._partitions}
+
+
+class ScadaTableDatasetBase(AbstractDataset):
+    """What an ingestion batch save does whatever the backend: a backend's `_commit`
+    stores the batch in one transaction and returns the files another run ingested
+    meanwhile (skipped)."""
+
+    #: The measurements compared to tell a duplicate from a conflict.
+    _VALUES = ("power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
+               "pitch_deg", "nacelle_angle_deg", "vane_angle_deg")
+
+    def save(self, data: dict[str, pd.DataFrame]) -> None:
+        if data["files"].empty:
+            return
+        for name in self._commit(data):
+            logger.info("%s was ingested by another run meanwhile; skipped", name)
+
+    def _commit(self, data: dict[str, pd.DataFrame]) -> list[str]:
+        raise NotImplementedError
+
+
+class AlertsDatasetBase(AbstractDataset):
+    """What an alerts save does whatever the backend: a backend's `_replace` stores one
+    `AlertUpdate` in one transaction and returns how many of its episodes are new."""
+
+    _KEY = ("turbine_id", "kind", "start_ts")
+    # SQL both backends run alike (`$name` parameters), on the update's frames as tables
+    # `updated_<field>`: the stored episodes the update replaces (as table `stored`) ...
+    _REPLACED_EPISODES = """
+        SELECT a.* FROM alerts a JOIN turbines t USING (turbine_id)
+        JOIN updated_farms u ON u.farm_id = t.farm_id
+        WHERE a.start_ts >= u.since OR EXISTS (  -- an open episode continued
+            SELECT 1 FROM updated_episodes e
+            WHERE e.turbine_id = a.turbine_id AND e.kind = a.kind AND e.start_ts = a.start_ts)"""
+    _DELETE_REPLACED = """
+        DELETE FROM alerts a USING stored s
+        WHERE a.turbine_id = s.turbine_id AND a.kind = s.kind AND a.start_ts = s.start_ts"""
+    # ... the farms' `alert_detection` rows to be ...
+    _DETECTION_STATE = """
+        SELECT u.farm_id, u.scored_through, u.resume_from,
+               least(min(d.report_from), u.since) AS report_from
+        FROM updated_farms u LEFT JOIN alert_detection d USING (farm_id)
+        GROUP BY u.farm_id, u.scored_through, u.resume_from, u.since"""
+    # ... the kept evidence the update may replace (as table `stored_evidence`), the
+    # stored records it no longer has, the records before how far a next run may reach
+    # back, and the farms' kept open episodes.
+    _STORED_EVIDENCE = """
+        SELECT e.* FROM detector_evidence e JOIN turbines t USING (turbine_id)
+        JOIN updated_farms u USING (farm_id) WHERE e.ts >= $earliest AND e.ts >= u.since"""
+    _DELETE_GONE_EVIDENCE = f"""
+        DELETE FROM detector_evidence e USING (SELECT {_EVIDENCE} FROM stored_evidence
+                                              EXCEPT SELECT {_EVIDENCE} FROM updated_evidence) gone
+        WHERE e.ts >= $earliest AND e.turbine_id = gone.turbine_id AND e.ts = gone.ts"""
+    _TRIM_EVIDENCE = """
+        DELETE FROM detector_evidence e USING (
+            SELECT e.turbine_id, max(e.ordinal) AS ordinal FROM detector_evidence e
+            JOIN turbines t USING (turbine_id) JOIN (  -- how far a next run may reach back
+                SELECT u.farm_id, least(u.since, min(o.start_ts)) AS ts FROM updated_farms u
+                LEFT JOIN (SELECT t.farm_id, o.start_ts FROM updated_episodes o JOIN turbines t
+                           USING (turbine_id) WHERE o.end_ts IS NULL) o USING (farm_id)
+                GROUP BY u.farm_id, u.since) reach USING (farm_id)
+            WHERE e.ts < reach.ts GROUP BY e.turbine_id) last
+        WHERE e.turbine_id = last.turbine_id AND e.ordinal <= last.ordinal - $kept"""
+    _DELETE_OPEN_EPISODES = """
+        DELETE FROM detector_episodes WHERE turbine_id IN (
+            SELECT turbine_id FROM turbines JOIN updated_farms USING (farm_id))"""
+
+    def save(self, data: AlertUpdate | Partitions) -> None:
+        save_partitions(data, self._store)
+
+    def _store(self, update: AlertUpdate | None) -> dict[str, Any]:
+        if update is None or update.farms.empty:
+            return {"farms": 0, "episodes": 0, "new": 0, "open": 0}
+        opened = self._replace(update)
+        farms, episodes = update.farms["farm_id"], update.episodes
+        saved = {"farms": len(farms), "episodes": len(episodes), "new": opened,
+                 "open": int(episodes["end_ts"].isna().sum())}
+        logger.info("Alerts of %s: %d episodes recomputed, %d of them new; %d open.",
+                    farms.iloc[0] if len(farms) == 1 else f"{len(farms)} farms", saved["episodes"],
+                    saved["new"], saved["open"])
+        return saved
+
+    def _replace(self, update: AlertUpdate) -> int:
+        raise NotImplementedError
+
+
+class KpiDailyDatasetBase(AbstractDataset):
+    """What a `kpi_daily` save does whatever the backend: a backend's `_replace` stores
+    one report in one transaction."""
+
+    # SQL both backends run alike, on the report's frames as tables `reported_farms` and
+    # `reported_days`: the farms' days replaced, and their `report_from` cleared.
+    _DELETE_REPLACED_DAYS = """
+        DELETE FROM kpi_daily k USING reported_farms f
+        WHERE k.farm_id = f.farm_id AND (f.from_ts IS NULL OR k.day >= CAST(f.from_ts AS DATE))"""
+    _CLEAR_REPORT_FROM = """
+        UPDATE alert_detection d SET report_from = NULL FROM reported_farms f
+        WHERE d.farm_id = f.farm_id AND d.report_from = f.report_from
+          AND d.updated_at = f.detected_at"""
+
+    def save(self, data: dict[str, pd.DataFrame] | Partitions) -> None:
+        save_partitions(data, self._store)
+
+    def _store(self, report: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        if report["farms"].empty:
+            return {"farms": 0, "days": 0}
+        self._replace(report)
+        saved = {"farms": len(report["farms"]), "days": len(report["days"])}
+        logger.info("KPIs of %d farm(s): %d turbine days reported.", saved["farms"], saved["days"])
+        return saved
+
+    def _replace(self, report: dict[str, pd.DataFrame]) -> None:
+        raise NotImplementedError
+
+
+class DuckDBQueryDataset(_WarehouseDataset, QueryDatasetBase):
     """Loads `columns` (default: all) of `table`, sorted by `order_by`, or the result of
     `query`: the import path of a function that, called with `query_args`, returns a
     `values.WarehouseQuery` (SQL with `$name` parameters, and their values) or a dict of
@@ -276,30 +451,13 @@ class DuckDBQueryDataset(_WarehouseDataset):
                  upsert: bool = False, dequeue: str | None = None, lock_timeout_s: float = 60.0,
                  memory_limit: str | None = None, metadata: dict | None = None):
         super().__init__(filepath, lock_timeout_s, memory_limit, metadata)
-        if (query is None) == (table is None):
-            raise DatasetError("DuckDBQueryDataset needs either a table or a query")
-        if partitions is not None and (query is None or "work" not in partitions):
-            raise DatasetError("DuckDBQueryDataset partitions need a query and partitions.work")
-        self._table, self._columns, self._order_by = table, columns, order_by
-        self._query, self._query_args, self._partitions = query, query_args or {}, partitions
-        self._upsert, self._dequeue = upsert, dequeue
+        self._configure(table, columns, order_by, query, query_args, partitions, upsert, dequeue)
 
-    def load(self) -> pd.DataFrame | dict[str, pd.DataFrame] | Partitions:
-        if self._partitions is None:
-            return self._read(**self._query_args)
-        work = load_obj(self._partitions["work"])(**self._partitions.get("work_args", {}))
+    def _fetch_rows(self, query: WarehouseQuery) -> list[tuple]:
         with self._connect() as con:
-            weights = con.execute(work.sql, work.parameters).fetchall()
-        groups = group_farms(weights, float(self._partitions.get("max_weight", 0)))
-        return Partitions.of(groups, lambda farms: self._read(farms=list(farms), **self._query_args))
+            return con.execute(query.sql, query.parameters).fetchall()
 
-    def _read(self, **arguments: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
-        if self._query is None:
-            order = f" ORDER BY {', '.join(self._order_by)}" if self._order_by else ""
-            select: WarehouseQuery | dict = WarehouseQuery(
-                f"SELECT {', '.join(self._columns or ['*'])} FROM {self._table}{order}", {})
-        else:
-            select = load_obj(self._query)(**arguments)
+    def _fetch(self, select: Select) -> Loaded:
         with self._connect() as con:
             if isinstance(select, WarehouseQuery):
                 return con.execute(select.sql, select.parameters).df()
@@ -307,11 +465,6 @@ class DuckDBQueryDataset(_WarehouseDataset):
             frames = {name: con.execute(query.sql, query.parameters).df() for name, query in select.items()}
             con.commit()
             return frames
-
-    def save(self, data: pd.DataFrame | Partitions) -> None:
-        if self._query is not None:
-            raise DatasetError("DuckDBQueryDataset with a query is read-only")
-        save_partitions(data, self._insert)
 
     def _insert(self, data: pd.DataFrame) -> dict[str, Any]:
         if data.empty:
@@ -338,11 +491,10 @@ class DuckDBQueryDataset(_WarehouseDataset):
         return {"rows": inserted}
 
     def _describe(self) -> dict[str, Any]:
-        return {**super()._describe(), "table": self._table, "query": self._query,
-                "query_args": self._query_args, "partitions": self._partitions}
+        return {**super()._describe(), **self._describe_query()}
 
 
-class ScadaTableDataset(_WarehouseDataset):
+class ScadaTableDataset(_WarehouseDataset, ScadaTableDatasetBase):
     """The `scada` table. `load()` returns the whole table; `save(batch)` commits one
     ingestion batch to `scada`, `scada_quarantine` and `ingested_files` in a single
     transaction, so a killed run leaves no half-ingested file.
@@ -365,16 +517,11 @@ class ScadaTableDataset(_WarehouseDataset):
           filepath: data/warehouse.duckdb
     """
 
-    _VALUES = ("power_kw", "wind_speed_ms", "wind_direction_deg", "outdoor_temp_c",
-               "pitch_deg", "nacelle_angle_deg", "vane_angle_deg")
-
     def load(self) -> pd.DataFrame:
         with self._connect() as con:
             return con.sql("SELECT * FROM scada").df()
 
-    def save(self, data: dict[str, pd.DataFrame]) -> None:
-        if data["files"].empty:
-            return
+    def _commit(self, data: dict[str, pd.DataFrame]) -> list[str]:
         same_values = " AND ".join(f"b.{c} IS NOT DISTINCT FROM s.{c}" for c in self._VALUES)
         record = ", ".join(f"{c}: b.{c}" for c in ("turbine_id", "ts", *self._VALUES))
         with self._connect() as con:
@@ -422,11 +569,10 @@ class ScadaTableDataset(_WarehouseDataset):
             skipped = con.sql("SELECT source_file FROM batch_files ANTI JOIN new_files "
                               "USING (checksum)").fetchall()
             con.commit()
-        for (name,) in skipped:
-            logger.info("%s was ingested by another run meanwhile; skipped", name)
+        return [name for (name,) in skipped]
 
 
-class AlertsDataset(_WarehouseDataset):
+class AlertsDataset(_WarehouseDataset, AlertsDatasetBase):
     """The `alerts` table. `load()` returns it. `save(update)` stores an `AlertUpdate`
     (some farms' detection) in one transaction; `values.Partitions` of them one
     transaction per partition (`save_partitions`). For each farm, the episodes of its
@@ -450,8 +596,6 @@ class AlertsDataset(_WarehouseDataset):
           kept_evidence_records: 300
     """
 
-    _KEY = ("turbine_id", "kind", "start_ts")
-
     def __init__(self, filepath: str, kept_evidence_records: int, lock_timeout_s: float = 60.0,
                  memory_limit: str | None = None, metadata: dict | None = None):
         super().__init__(filepath, lock_timeout_s, memory_limit, metadata)
@@ -461,12 +605,7 @@ class AlertsDataset(_WarehouseDataset):
         with self._connect() as con:
             return con.sql("SELECT * FROM alerts ORDER BY start_ts, turbine_id, kind").df()
 
-    def save(self, data: AlertUpdate | Partitions) -> None:
-        save_partitions(data, self._store)
-
-    def _store(self, update: AlertUpdate | None) -> dict[str, Any]:
-        if update is None or update.farms.empty:
-            return {"farms": 0, "episodes": 0, "new": 0, "open": 0}
+    def _replace(self, update: AlertUpdate) -> int:
         key = ", ".join(self._KEY)
         with self._connect() as con:
             con.begin()
@@ -474,16 +613,8 @@ class AlertsDataset(_WarehouseDataset):
                 con.register(f"updated_{name}", getattr(update, name))
             opened = con.execute(f"SELECT count(*) FROM updated_episodes ANTI JOIN alerts USING ({key})"
                                  ).fetchone()[0]
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE stored AS
-                SELECT a.* FROM alerts a JOIN turbines t USING (turbine_id)
-                JOIN updated_farms u ON u.farm_id = t.farm_id
-                WHERE a.start_ts >= u.since OR EXISTS (  -- an open episode continued
-                    SELECT 1 FROM updated_episodes e
-                    WHERE e.turbine_id = a.turbine_id AND e.kind = a.kind AND e.start_ts = a.start_ts)""")
-            con.execute("""
-                DELETE FROM alerts a USING stored s
-                WHERE a.turbine_id = s.turbine_id AND a.kind = s.kind AND a.start_ts = s.start_ts""")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE stored AS {self._REPLACED_EPISODES}")
+            con.execute(self._DELETE_REPLACED)
             con.execute(f"""
                 INSERT INTO alerts BY NAME
                 SELECT e.*, coalesce(s.opened_at, now()) AS opened_at,
@@ -492,23 +623,12 @@ class AlertsDataset(_WarehouseDataset):
                 FROM updated_episodes e LEFT JOIN stored s USING ({key})""")
             con.execute("DROP TABLE stored")
             self._store_detector_state(con, update)
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE detection_state AS
-                SELECT u.farm_id, u.scored_through, u.resume_from,
-                       least(min(d.report_from), u.since) AS report_from
-                FROM updated_farms u LEFT JOIN alert_detection d USING (farm_id)
-                GROUP BY u.farm_id, u.scored_through, u.resume_from, u.since""")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE detection_state AS {self._DETECTION_STATE}")
             con.execute("DELETE FROM alert_detection WHERE farm_id IN (SELECT farm_id FROM updated_farms)")
             con.execute("INSERT INTO alert_detection BY NAME SELECT * FROM detection_state")
             con.execute("DROP TABLE detection_state")
             con.commit()
-        farms, episodes = update.farms["farm_id"], update.episodes
-        saved = {"farms": len(farms), "episodes": len(episodes), "new": opened,
-                 "open": int(episodes["end_ts"].isna().sum())}
-        logger.info("Alerts of %s: %d episodes recomputed, %d of them new; %d open.",
-                    farms.iloc[0] if len(farms) == 1 else f"{len(farms)} farms", saved["episodes"],
-                    saved["new"], saved["open"])
-        return saved
+        return opened
 
     def _store_detector_state(self, con: duckdb.DuckDBPyConnection, update: AlertUpdate) -> None:
         """Replace what the detector continues from (`update` registered as `updated_*`).
@@ -524,40 +644,21 @@ class AlertsDataset(_WarehouseDataset):
             SELECT {days} FROM updated_days
             EXCEPT SELECT {days} FROM detector_days WHERE day >= CAST($earliest AS DATE)""",
                     {"earliest": earliest})
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE stored_evidence AS
-            SELECT e.* FROM detector_evidence e JOIN turbines t USING (turbine_id)
-            JOIN updated_farms u USING (farm_id) WHERE e.ts >= $earliest AND e.ts >= u.since""",
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stored_evidence AS {self._STORED_EVIDENCE}",
                     {"earliest": earliest})
-        con.execute(f"""
-            DELETE FROM detector_evidence e USING (SELECT {evidence} FROM stored_evidence
-                                                  EXCEPT SELECT {evidence} FROM updated_evidence) gone
-            WHERE e.ts >= $earliest AND e.turbine_id = gone.turbine_id AND e.ts = gone.ts""",
-                    {"earliest": earliest})
+        con.execute(self._DELETE_GONE_EVIDENCE, {"earliest": earliest})
         con.execute(f"""
             INSERT INTO detector_evidence BY NAME SELECT * FROM (
                 SELECT {evidence} FROM updated_evidence EXCEPT SELECT {evidence} FROM stored_evidence)
             {TIME_ORDER}""")
         con.execute("DROP TABLE stored_evidence")
-        con.execute("""
-            DELETE FROM detector_evidence e USING (
-                SELECT e.turbine_id, max(e.ordinal) AS ordinal FROM detector_evidence e
-                JOIN turbines t USING (turbine_id) JOIN (  -- how far a next run may reach back
-                    SELECT u.farm_id, least(u.since, min(o.start_ts)) AS ts FROM updated_farms u
-                    LEFT JOIN (SELECT t.farm_id, o.start_ts FROM updated_episodes o JOIN turbines t
-                               USING (turbine_id) WHERE o.end_ts IS NULL) o USING (farm_id)
-                    GROUP BY u.farm_id, u.since) reach USING (farm_id)
-                WHERE e.ts < reach.ts GROUP BY e.turbine_id) last
-            WHERE e.turbine_id = last.turbine_id AND e.ordinal <= last.ordinal - $kept""",
-                    {"kept": self._kept_evidence_records})
-        con.execute("""
-            DELETE FROM detector_episodes WHERE turbine_id IN (
-                SELECT turbine_id FROM turbines JOIN updated_farms USING (farm_id))""")
+        con.execute(self._TRIM_EVIDENCE, {"kept": self._kept_evidence_records})
+        con.execute(self._DELETE_OPEN_EPISODES)
         con.execute(f"INSERT INTO detector_episodes BY NAME SELECT {open_episodes} "
                     "FROM updated_open_episodes")
 
 
-class KpiDailyDataset(_WarehouseDataset):
+class KpiDailyDataset(_WarehouseDataset, KpiDailyDatasetBase):
     """The `kpi_daily` table. `load()` returns it. `save(report)` stores a report of some
     farms (a dict of DataFrames: `farms` with `farm_id`, `from_ts`, `report_from`,
     `detected_at` as the reporting run read them, and `days`, the KPI rows) in one
@@ -578,25 +679,12 @@ class KpiDailyDataset(_WarehouseDataset):
         with self._connect() as con:
             return con.sql("SELECT * FROM kpi_daily ORDER BY farm_id, turbine_id, day").df()
 
-    def save(self, data: dict[str, pd.DataFrame] | Partitions) -> None:
-        save_partitions(data, self._store)
-
-    def _store(self, report: dict[str, pd.DataFrame]) -> dict[str, Any]:
-        if report["farms"].empty:
-            return {"farms": 0, "days": 0}
+    def _replace(self, report: dict[str, pd.DataFrame]) -> None:
         with self._connect() as con:
             con.begin()
             con.register("reported_farms", report["farms"])
             con.register("reported_days", report["days"])
-            con.execute("""
-                DELETE FROM kpi_daily k USING reported_farms f
-                WHERE k.farm_id = f.farm_id AND (f.from_ts IS NULL OR k.day >= CAST(f.from_ts AS DATE))""")
+            con.execute(self._DELETE_REPLACED_DAYS)
             con.execute("INSERT INTO kpi_daily BY NAME SELECT * FROM reported_days")
-            con.execute("""
-                UPDATE alert_detection d SET report_from = NULL FROM reported_farms f
-                WHERE d.farm_id = f.farm_id AND d.report_from = f.report_from
-                  AND d.updated_at = f.detected_at""")
+            con.execute(self._CLEAR_REPORT_FROM)
             con.commit()
-        saved = {"farms": len(report["farms"]), "days": len(report["days"])}
-        logger.info("KPIs of %d farm(s): %d turbine days reported.", saved["farms"], saved["days"])
-        return saved
