@@ -52,7 +52,7 @@ def main() -> None:
                   "Prefect server on it...")
         cluster = running.enter_context(local_cluster(layout, config))
         stack.say(cluster.register_deployments(layout.copy(1)).strip())
-        prefect = stack.prefect_config(kedro_env=ENV)
+        prefect = stack.prefect_config(env=ENV)
         supervisor = running.enter_context(stack.Supervisor(stack.restart_policy(prefect), say=stack.say))
         for number in range(1, config["workers"] + 1):
             supervisor.add(cluster.worker(number))

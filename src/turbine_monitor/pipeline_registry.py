@@ -8,8 +8,9 @@ from turbine_monitor.pipelines import inference, ingestion, reporting, training
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines. Training is per farm (`--params farm=<id>`); the
     default pipeline ingests, trains (the fleet's one farm, or the farm given), scores
-    and reports (inference ends with reporting). `kedro run-fleet` runs a round of a
-    fleet of any size."""
+    and reports (inference ends with reporting); `scoring` is inference without ingestion
+    (`--params farms=<id>`: one farm's work). `kedro run-fleet` runs a round of a fleet
+    of any size."""
     pipelines = {
         "ingestion": ingestion.create_pipeline(),
         "training": training.create_pipeline(),
@@ -17,5 +18,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "inference": inference.create_pipeline(),
         "reporting": reporting.create_pipeline(),
     }
+    pipelines["scoring"] = pipelines["inference"] - pipelines["ingestion"]  # scoring, alerts, reporting
     pipelines["__default__"] = pipelines["ingestion"] + pipelines["training"] + pipelines["inference"]
     return pipelines

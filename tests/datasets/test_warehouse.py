@@ -258,3 +258,51 @@ def test_an_upsert_replaces_the_rows_of_the_same_key_and_adds_the_new_ones(tmp_p
     with connect(path, lock_timeout_s=5) as con:
         stored = con.sql("SELECT turbine_id, farm_id, latitude FROM turbines ORDER BY turbine_id").fetchall()
     assert stored == [("A", "north", 48.0), ("B", "north", 48.2), ("C", "south", 47.0), ("D", "north", 48.0)]
+
+
+def test_a_partitioned_load_with_farms_given_reads_only_those_farms(tmp_path):
+    """Three farms with rows to score: `partitions.farms` (the catalog's
+    `${runtime_params:farms,null}`) keeps the partitions, their weights and the rows read
+    to the farms given; without it every farm's work is read."""
+    from turbine_monitor.datasets.warehouse import connect
+
+    path = tmp_path / "w.duckdb"
+    ts = [pd.Timestamp("2015-01-01", tz="UTC") + pd.Timedelta(minutes=10 * i) for i in range(3)]
+    rows = {"north": 3, "south": 2, "west": 1}
+    with connect(path, lock_timeout_s=5) as con:
+        for farm, n in rows.items():
+            con.execute("INSERT INTO turbines (farm_id, turbine_id) VALUES ($farm, $farm || '-1')",
+                        {"farm": farm})
+            for t in ts[:n]:
+                con.execute("INSERT INTO scada (turbine_id, ts, power_kw, source_file, ingested_at) "
+                            "VALUES ($farm || '-1', $ts, 10.0, 'x.csv', now())", {"farm": farm, "ts": t})
+                con.execute("INSERT INTO scoring_queue VALUES ($farm || '-1', $ts)", {"farm": farm, "ts": t})
+
+    def to_score(**partitions) -> DuckDBQueryDataset:
+        return DuckDBQueryDataset(str(path), query="turbine_monitor.pipelines.inference.rules.rows_to_score",
+                                  query_args={"history_hours": 3}, lock_timeout_s=5, partitions={
+                                      "work": "turbine_monitor.pipelines.inference.rules.scoring_work",
+                                      "max_weight": 4, **partitions})
+
+    assert to_score().work() == [(("north",), 3.0), (("south", "west"), 3.0)]
+    assert to_score(farms=None).work() == to_score().work()
+    only = to_score(farms=["west", "north", "elsewhere"])
+    assert only.work() == [(("north", "west"), 4.0)]
+    partitions = only.load()
+    assert list(partitions) == ["north +1 farm"]
+    loaded = partitions["north +1 farm"]()
+    assert sorted(loaded["farm_id"].unique()) == ["north", "west"] and len(loaded) == 4
+    assert to_score(farms="south").work() == [(("south",), 2.0)]  # one farm, as `--params farms=south`
+
+
+@pytest.mark.parametrize("env", ["local", "cluster"])
+def test_the_partitioned_catalog_entries_take_the_farms_runtime_parameter(env):
+    from kedro.config import OmegaConfigLoader
+
+    from turbine_monitor import settings
+
+    entries = ("scada@to_score", "predictions@to_detect", "alerts@to_report")
+    for runtime_params, farms in ((None, None), ({"farms": ["a", "b"]}, ["a", "b"])):
+        catalog = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env=env, runtime_params=runtime_params,
+                                    **settings.CONFIG_LOADER_ARGS)["catalog"]
+        assert [catalog[entry]["partitions"]["farms"] for entry in entries] == [farms] * 3

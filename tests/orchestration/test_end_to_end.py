@@ -1,10 +1,11 @@
-"""The whole stack for real, once on SQLite and once on PostgreSQL: a `prefect server`,
+"""The whole stack for real: a `prefect server` (on SQLite, as `make up` runs it; the
+cluster profile's server on PostgreSQL is tests/orchestration/test_chaos.py's),
 both deployments registered from a temporary Kedro configuration with short intervals,
 a process worker running their scheduled runs, and SCADA exports landing meanwhile.
 Then: runs of both deployments completed, none failed or crashed, every new row scored,
 and the MLflow run of a training flow run tagged with that flow run's id.
 
-About 1.5 minutes per database. The run counts are printed (`pytest -s`) and written to
+About 1.5 minutes. The run counts are printed (`pytest -s`) and written to
 `run_counts.json` in the test's tmp folder."""
 
 from __future__ import annotations
@@ -43,14 +44,6 @@ NEW_DAYS = 4  # one landing file per day of February 2014, ...
 DROP_EVERY_S = 4  # ... this often
 MIN_COMPLETED = {"inference": 3, "training": 2}
 IN_FLIGHT = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str | None:
-    """The Prefect server's database: None = SQLite in its PREFECT_HOME."""
-    if request.param == "sqlite":
-        return None
-    return request.getfixturevalue("postgres_cluster").url(driver="asyncpg")
-
-
 def flow_runs(deployment_id: UUID) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
@@ -98,11 +91,11 @@ def drop_new_days(ws: Sandbox) -> int:
     return rows
 
 
-def test_scheduled_runs_ingest_score_and_retrain(database_url, champion_workspace, tmp_path, request):
+def test_scheduled_runs_ingest_score_and_retrain(champion_workspace, tmp_path):
     ws = champion_workspace
     config = prefect_config(str(ws.conf))
     home = tmp_path / "prefect-home"
-    with (stack.prefect_server(port=stack.free_port(), home=home, database_url=database_url,
+    with (stack.prefect_server(port=stack.free_port(), home=home,
                                log_file=tmp_path / "server.log") as server,
           temporary_settings({PREFECT_API_URL: server.api_url})):
         api_url = server.api_url
@@ -130,7 +123,7 @@ def test_scheduled_runs_ingest_score_and_retrain(database_url, champion_workspac
                     for name, found in runs.items()}
 
     counts = {name: dict(Counter(run.state.name for run in found)) for name, found in runs.items()}
-    report = {"database": request.node.callspec.params["database_url"], "states": counts,
+    report = {"states": counts,
               "completed_but_skipped_as_stale": {name: sum(skipped_as_stale(run.state) for run in found)
                                                  for name, found in runs.items()},
               "training_decisions": sorted(decisions.values())}

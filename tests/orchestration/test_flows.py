@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline, node
 from mlflow import MlflowClient
@@ -27,6 +28,7 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterName,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
@@ -34,11 +36,13 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import TaskRun
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flow_engine import run_flow
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Scheduled
 from prefect.testing.utilities import prefect_test_harness
 
 from tests.conftest import FAST_TRAINING, HEADER, Fleet, landing_only_workspace, write_export_slice
 from tests.orchestration.conftest import HOLD_LOCK
+from turbine_monitor.orchestration import stack
 from turbine_monitor.orchestration.flows import (
     inference_flow,
     prefect_config,
@@ -47,7 +51,8 @@ from turbine_monitor.orchestration.flows import (
     training_flow,
 )
 from turbine_monitor.orchestration.runner import PrefectTaskRunner
-from turbine_monitor.pipelines import inference, training
+from turbine_monitor.pipelines import inference, ingestion, training
+from turbine_monitor.project import load_config
 from turbine_monitor.synthetic import farm_id
 
 pytestmark = pytest.mark.slow
@@ -168,6 +173,25 @@ def test_inference_nodes_and_farm_partitions_are_task_runs_with_kedro_logs(train
     summary = artifacts(flow_run_id)["inference-summary"]
     assert summary.type == "markdown"
     assert f"Rows scored: **{rows}**" in summary.data and rows > 500
+
+
+def test_with_a_scoring_deployment_a_run_below_the_threshold_scores_itself(trained, workspace):
+    """The cluster profile's live run: ingestion, then (a day's rows, under
+    `dispatch_min_rows`) scoring, alert detection and reporting in a second session of the
+    same flow run; no flow run started."""
+    (workspace.conf / "local" / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
+        "fleet": {"scoring_deployment": "inference-farms", "dispatch_min_rows": 100_000}}}))
+    write_export_slice(workspace.landing / "feb.csv", "2014-02-01", "2014-02-02")
+    state = inference_flow(conf_source=str(workspace.conf), return_state=True)
+    assert state.is_completed(), state.message
+    flow_run_id = state.state_details.flow_run_id
+    partitions = ["score_new_rows [la-haute-borne]", "update_alerts [la-haute-borne]",
+                  "report_days [la-haute-borne]"]
+    assert sorted(run.name for run in task_runs(flow_run_id)) == sorted(
+        [n.name for n in inference.create_pipeline().nodes] + partitions)
+    rows = workspace.scalar("SELECT count(*) FROM predictions")
+    assert rows > 500 and workspace.scalar("SELECT count(*) FROM scoring_queue") == 0
+    assert f"Rows scored: **{rows}**" in artifacts(flow_run_id)["inference-summary"].data
 
 
 def test_a_lock_held_briefly_is_waited_for_within_the_run(trained, workspace):
@@ -326,3 +350,73 @@ def test_a_farm_that_fails_fails_the_run_naming_it_after_the_other_farms_are_sav
                                             "JOIN turbines t USING (turbine_id)")] == [two]  # its rows wait
     summary = artifacts(flow_run_id)["inference-summary"]
     assert f"`{two}`" in summary.data and two in summary.description
+
+
+def warehouse_results(sandbox) -> dict[str, list[tuple]]:
+    """What scoring, alert detection and reporting stored, in a comparable order."""
+    return {"predictions": sandbox.sql("SELECT turbine_id, ts, expected_power_kw, residual_kw, "
+                                       "model_version, unscored_reason FROM predictions "
+                                       "ORDER BY turbine_id, ts"),
+            "alerts": sandbox.sql("SELECT turbine_id, kind, start_ts, end_ts, records FROM alerts "
+                                  "ORDER BY turbine_id, kind, start_ts"),
+            "kpi_daily": sandbox.sql("SELECT * EXCLUDE (updated_at) FROM kpi_daily "
+                                     "ORDER BY farm_id, turbine_id, day")}
+
+
+def test_a_backlog_is_scored_by_a_flow_run_per_partition_on_the_workers(two_farms, tmp_path):
+    """Two days of both farms land at once, over `dispatch_min_rows` and one farm per
+    partition: the inference run ingests, starts a flow run of the scoring deployment per
+    farm (a worker runs them) and waits for them; every queued row is predicted once, and
+    the warehouse ends as scoring in the inference run itself leaves it."""
+    sandbox, farms = two_farms.sandbox, sorted(two_farms.entries)
+    local = sandbox.conf / "local"
+    (local / "globals.yml").write_text(yaml.safe_dump({**sandbox.globals(),
+                                                       "partitions": {"max_rows": 1000}}))  # a farm each
+    farm_runs = {**load_config("prefect", env="cluster")["prefect"]["deployments"]["inference-farms"],
+                 "parameters": {"env": "local"}}
+    (local / "prefect.yml").write_text(yaml.safe_dump({"prefect": {
+        "fleet": {"scoring_deployment": "inference-farms", "dispatch_min_rows": 1000},
+        "deployments": {"inference-farms": farm_runs}, "worker": {"query_seconds": 1}}}))
+    reference = tmp_path / "reference.duckdb"
+    shutil.copy(sandbox.warehouse, reference)  # the same warehouse, to score without dispatch
+    ingested = sandbox.scalar("SELECT count(*) FROM scada")
+    for farm in farms:
+        two_farms.deliver(farm, 34)
+    deployment_id = register_deployment("inference-farms", conf_source=str(sandbox.conf))
+    config = prefect_config(str(sandbox.conf))
+
+    with stack.prefect_worker(config["work_pool"]["name"], PREFECT_API_URL.value(),
+                              env={"PREFECT_HOME": str(tmp_path / "worker-home")},
+                              conf_source=str(sandbox.conf), log_file=tmp_path / "worker.log"):
+        state = inference_flow(conf_source=str(sandbox.conf), return_state=True)
+    assert state.is_completed(), state.message
+    flow_run_id = state.state_details.flow_run_id
+    names = {run.name for run in task_runs(flow_run_id)}  # its nodes, and a task run per subflow run
+    assert {n.name for n in ingestion.create_pipeline().nodes} <= names
+    assert not names & {"score_new_rows", "update_alerts", "report_days"}  # none scored in the run itself
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])))
+        parents = {client.read_task_run(run.parent_task_run_id).flow_run_id for run in children}
+    assert sorted(run.name for run in children) == [f"score {farm}" for farm in farms]
+    assert {run.state.name for run in children} == {"Completed"} and parents == {flow_run_id}
+    assert sorted(run.parameters["runtime_params"]["farms"] for run in children) == [[farm] for farm in farms]
+    for run in children:  # each scored, detected and reported its own farm only
+        names = {task.name for task in task_runs(run.id)}
+        farm = run.parameters["runtime_params"]["farms"][0]
+        assert {f"score_new_rows [{farm}]", f"update_alerts [{farm}]"} <= names
+        assert not {name for name in names if "[" in name and f"[{farm}]" not in name}
+
+    queued = sandbox.scalar("SELECT count(*) FROM scada") - ingested
+    assert queued > 1000 and sandbox.scalar("SELECT count(*) FROM scoring_queue") == 0
+    assert sandbox.scalar("SELECT count(*) FROM scada ANTI JOIN predictions USING (turbine_id, ts)") == 0
+    assert sandbox.scalar("SELECT count(*) FROM predictions") == sandbox.scalar(
+        "SELECT count(*) FROM (SELECT DISTINCT turbine_id, ts FROM predictions)")  # each row once
+    assert f"Rows scored: **{queued}**" in artifacts(flow_run_id)["inference-summary"].data
+    dispatched = warehouse_results(sandbox)
+
+    # The same delivery scored in the inference run itself (no scoring deployment).
+    (local / "prefect.yml").write_text(yaml.safe_dump({"prefect": {"fleet": {"scoring_deployment": None}}}))
+    sandbox.configure(warehouse=reference)
+    assert inference_flow(conf_source=str(sandbox.conf), return_state=True).is_completed()
+    assert warehouse_results(sandbox) == dispatched

@@ -257,10 +257,21 @@ class QueryDatasetBase(AbstractDataset):
     def load(self) -> Loaded | Partitions:
         if self._partitions is None:
             return self._read(**self._query_args)
+        groups = [farms for farms, _ in self.work()]
+        return Partitions.of(groups, lambda farms: self._read(farms=list(farms), **self._query_args))
+
+    def work(self) -> list[tuple[tuple[str, ...], float]]:
+        """The partitions `load()` returns, as their farms and their total weight, from the
+        `work` query alone (nothing else is read). With `partitions.farms` (a list of farm
+        ids, or a comma-separated string; None: every farm), only those farms' work."""
         work = load_obj(self._partitions["work"])(**self._partitions.get("work_args", {}))
         weights = self._fetch_rows(work)
+        if (only := self._partitions.get("farms")) is not None:
+            only = set(only.split(",") if isinstance(only, str) else only)
+            weights = [(farm, weight) for farm, weight in weights if farm in only]
+        total = dict(weights)
         groups = group_farms(weights, float(self._partitions.get("max_weight", 0)))
-        return Partitions.of(groups, lambda farms: self._read(farms=list(farms), **self._query_args))
+        return [(farms, float(sum(total[farm] for farm in farms))) for farms in groups]
 
     def _read(self, **arguments: Any) -> Loaded:
         if self._query is None:
@@ -417,7 +428,9 @@ class DuckDBQueryDataset(_WarehouseDataset, QueryDatasetBase):
     a function called with `work_args`, returning the query that lists `farm_id` and
     `weight`, the farms with work) is run, the farms are grouped in order into
     partitions of at most `max_weight` (0: one farm each), and each partition loads the
-    `query` called with `farms=[...]` too, when it is produced.
+    `query` called with `farms=[...]` too, when it is produced. `farms` (a list; None:
+    all) keeps only those farms' work: a scoring flow run of a backlog's partition sets it
+    from its runtime parameters.
 
     Saves by inserting into `table` (by column name) in one transaction, replacing the
     rows of the same key with `upsert` (a row stored as it is already is not written
@@ -437,6 +450,7 @@ class DuckDBQueryDataset(_WarehouseDataset, QueryDatasetBase):
           partitions:
             work: turbine_monitor.pipelines.inference.rules.scoring_work
             max_weight: 250000
+            farms: ${runtime_params:farms,null}
 
         predictions@table:
           type: turbine_monitor.datasets.DuckDBQueryDataset

@@ -165,7 +165,7 @@ class LocalCluster:
         """Worker `worker-<number>` (not started) in `copy` (default: the layout's copy)."""
         name = f"worker-{number}"
         return stack.worker_service(
-            stack.prefect_config(kedro_env=ENV)["work_pool"]["name"], self.prefect.api_url,
+            stack.prefect_config(env=ENV)["work_pool"]["name"], self.prefect.api_url,
             env=self.host_environment(), log_file=self.layout.logs / f"{name}.log", kedro_env=ENV,
             name=name, project=copy or self.layout.copy(number))
 
@@ -198,11 +198,14 @@ def wait_for_http(url: str, service: stack.Service, timeout_s: float) -> None:
 
 def mlflow_server(backend_store_uri: str, artifacts: Path, port: int, log_file: Path) -> stack.Service:
     """`mlflow server` on 127.0.0.1:`port` with `backend_store_uri` (PostgreSQL) as its
-    backend store, serving the artifacts it keeps in `artifacts`."""
+    backend store, serving the artifacts it keeps in `artifacts`; without MLflow's job
+    runner (six `huey` consumer processes, ~250 MB each, for GenAI jobs the project does
+    not use)."""
     return stack.Service("MLflow server", [
         sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1"], log_file=log_file)
+        "--port", str(port), "--workers", "1"], env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        log_file=log_file)
 
 
 @contextmanager
@@ -225,7 +228,7 @@ def local_cluster(layout: ClusterLayout, config: dict[str, Any]) -> Iterator[Loc
         prefect = running.enter_context(stack.prefect_server(
             port=config["prefect"]["port"], home=layout.prefect_home,
             database_url=postgres.url(databases["prefect"], "asyncpg"), log_file=layout.logs / "prefect.log",
-            startup_timeout_s=180))
+            startup_timeout_s=180, settings=stack.prefect_config(env=ENV)["server"]["settings"]))
         cluster = LocalCluster(layout, config, postgres, mlflow, prefect)
         wait_for_http(f"{cluster.mlflow_url}/health", mlflow, timeout_s=120)
         yield cluster

@@ -35,13 +35,16 @@ FINAL = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cance
 
 
 def crash_automations(config: dict[str, Any]) -> list[AutomationCore]:
-    """The two automations of `config` (`prefect.yml`: crash_detection)."""
-    def crash_silent(name: str, after: str, expect: set[str], seconds: float, why: str) -> AutomationCore:
+    """The two automations of `config` (`prefect.yml`: crash_detection). A worker takes a
+    run by setting it Pending (named Submitting while it starts the process, then
+    Pending): the events are named after the state, so both start the second one's clock."""
+    def crash_silent(name: str, after: set[str], expect: set[str], seconds: float,
+                     why: str) -> AutomationCore:
         return AutomationCore(
             name=name,
             description=f"Sets Crashed a flow run {why}; made from prefect.yml (crash_detection) by the "
                         f"deployments' registration: edits here are overwritten.",
-            trigger=EventTrigger(after={after}, expect=expect | FINAL,
+            trigger=EventTrigger(after=after, expect=expect | FINAL,
                                  match={"prefect.resource.id": "prefect.flow-run.*"},
                                  for_each={"prefect.resource.id"}, posture=Posture.Proactive,
                                  threshold=1, within=timedelta(seconds=seconds)),
@@ -50,9 +53,10 @@ def crash_automations(config: dict[str, Any]) -> list[AutomationCore]:
 
     name = config["automation_name"]
     return [
-        crash_silent(name, "prefect.flow-run.heartbeat", {"prefect.flow-run.heartbeat"},
+        crash_silent(name, {"prefect.flow-run.heartbeat"}, {"prefect.flow-run.heartbeat"},
                      config["within_seconds"], f"whose heartbeat stopped for {config['within_seconds']} s"),
-        crash_silent(f"{name}-pending", "prefect.flow-run.Pending", {"prefect.flow-run.Running"},
+        crash_silent(f"{name}-pending", {"prefect.flow-run.Submitting", "prefect.flow-run.Pending"},
+                     {"prefect.flow-run.Running"},
                      config["pending_seconds"], f"left Pending for {config['pending_seconds']} s"),
     ]
 

@@ -4,8 +4,10 @@ Each flow run reads its configuration (`conf/<env>/prefect.yml`) from its own `e
 `conf_source` parameters, opens one KedroSession with the project's hooks (so
 kedro-mlflow opens at most one MLflow run) and runs one pipeline with
 `PrefectTaskRunner`: every Kedro node is a Prefect task run, and Kedro's log records go
-to the Prefect API. The flows hold no pipeline logic: they publish what the pipeline
-did (artifacts, alert events), skip scheduled runs that start too late, and log where
+to the Prefect API. (An inference run that may score a backlog on the workers,
+`fleet.scoring_deployment`, opens one for ingestion and, unless it did, one for
+scoring.) The flows hold no pipeline logic: they publish what the pipeline did
+(artifacts, alert events), skip scheduled runs that start too late, and log where
 their time went (a `Timings: {...}` line). A failed run is not retried: the next
 scheduled run does its work (ingestion, scoring and training all pick up from what the
 warehouse and the registry hold).
@@ -35,9 +37,20 @@ from kedro.io import CatalogProtocol
 from prefect import flow, get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, Flow, FlowRun
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterId,
+    FlowRunFilterName,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, Flow, FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType, deploy
 from prefect.events import emit_event
@@ -65,6 +78,7 @@ FORWARDED_LOGGERS = ("kedro", "kedro_mlflow", "turbine_monitor")  # at their lev
 TIMINGS_PREFIX = "Timings: "
 FLOW_RUN_TAG = "prefect_flow_run_id"  # on the MLflow run of a training flow run
 ALERT_OPENED = "turbine-monitor.alert.opened"  # the event of an alert opened live
+IN_FLIGHT = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +170,8 @@ class FlowRunHooks:
             mlflow.set_tag(FLOW_RUN_TAG, self.flow_run_id)
             self.mlflow_run_id = run.info.run_id
             end_abandoned_mlflow_runs(run.info.experiment_id)
-        self.timings.pipeline_started = time.time()
+        if self.timings.pipeline_started is None:  # a flow run's first pipeline (of one or two)
+            self.timings.pipeline_started = time.time()
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -248,25 +263,41 @@ def skip_if_stale(config: dict[str, Any], deployment: str) -> State | None:
     return Completed(message=message)
 
 
-def run_pipeline(deployment: str, pipeline: str, env: str, runtime_params: dict | None,
-                 conf_source: str | None) -> FlowRunHooks | State:
-    """Run the Kedro `pipeline` in this flow run of `deployment` and return what the
-    flow-run hooks gathered (farms whose work failed in `farm_failures`: the other farms'
-    work was saved), or, if the run started too late, the Completed "Skipped" state for
-    the flow to return."""
+def start_flow_run(deployment: str, env: str, conf_source: str | None) -> FlowRunHooks | State:
+    """The flow-run hooks of this flow run of `deployment` (its timings started, its
+    `prefect.yml` read), or, if the run started too late, the Completed "Skipped" state
+    for the flow to return."""
     timings = RunTimings()
     config = prefect_config(conf_source, env)
     if skipped := skip_if_stale(config, deployment):
         return skipped
     hooks = FlowRunHooks(runtime.flow_run.id, timings)
     hooks.config = config
-    runner = PrefectTaskRunner(config["tasks"], config["fleet"]["partition_parallelism"])
+    return hooks
+
+
+def run_session(hooks: FlowRunHooks, pipeline: str, env: str, runtime_params: dict | None,
+                conf_source: str | None) -> None:
+    """Run the Kedro `pipeline` in a session of its own with `hooks`, which gather what it
+    did (farms whose work failed added to `farm_failures`: the other farms' work was saved)."""
+    runner = PrefectTaskRunner(hooks.config["tasks"], hooks.config["fleet"]["partition_parallelism"])
     with flow_run_session(env, runtime_params, conf_source, hooks) as session:
         try:
             hooks.outputs = session.run(pipeline_names=[pipeline], runner=runner)
         except FarmFailures as failures:
-            hooks.farm_failures = failures.failures
-    return hooks
+            hooks.farm_failures.update(failures.failures)
+
+
+def run_pipeline(deployment: str, pipeline: str, env: str, runtime_params: dict | None,
+                 conf_source: str | None) -> FlowRunHooks | State:
+    """Run the Kedro `pipeline` in this flow run of `deployment` and return what the
+    flow-run hooks gathered (farms whose work failed in `farm_failures`: the other farms'
+    work was saved), or, if the run started too late, the Completed "Skipped" state for
+    the flow to return."""
+    run = start_flow_run(deployment, env, conf_source)
+    if not isinstance(run, State):
+        run_session(run, pipeline, env, runtime_params, conf_source)
+    return run
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -295,38 +326,74 @@ def train_farms(farms: list[str], **arguments: Any) -> dict[str, dict[str, Any] 
 
 
 class FarmRunFailed(RuntimeError):
-    """A farm's flow run (`train_farms_on_workers`) did not complete."""
+    """A flow run started on the workers (`run_on_workers`: a farm's training, a
+    partition's scoring) did not complete."""
+
+
+def run_on_workers(flow_name: str, deployment: dict[str, Any], runs: dict[str, dict[str, Any]],
+                   summary_key: str, poll_s: float = 2.0) -> dict[str, list[dict[str, Any]] | FarmRunFailed]:
+    """A flow run of `deployment` (a `prefect.yml` entry running the flow named
+    `flow_name`) per entry of `runs` (its flow run name: its parameters), started as
+    subflows of this flow run, at most the deployment's `parallelism` at a time (the next
+    as one ends); whichever worker of the pool is free runs each. A run of that name
+    still in flight (left by an earlier flow run that ended first) is waited for instead
+    of starting another. Waits for all of them; by name, the rows of the run's
+    `summary_key` table artifact (each with `flow_run`, the name), or why the run did
+    not complete. A request the server fails (it restarting) is made again at the next
+    poll; the runs are idempotent per flow run and name."""
+    full_name = f"{flow_name}/{deployment['name']}"
+    results: dict[str, list[dict[str, Any]] | FarmRunFailed] = {}
+    with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(full_name).id
+        active = {run.name: run.id for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            name=FlowRunFilterName(any_=list(runs)),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=IN_FLIGHT))))}
+        waiting = [name for name in runs if name not in active]
+        while waiting or active:
+            while waiting and len(active) < deployment["parallelism"]:
+                try:
+                    active[waiting[0]] = run_deployment(
+                        full_name, parameters=runs[waiting[0]], flow_run_name=waiting[0], timeout=0,
+                        as_subflow=True, idempotency_key=f"{runtime.flow_run.id}:{waiting[0]}").id
+                except Exception as error:  # noqa: BLE001 - asked again at the next poll
+                    get_run_logger().warning("Could not start %s yet: %r", waiting[0], error)
+                    break
+                waiting.pop(0)
+            time.sleep(poll_s)
+            try:
+                now = _read_runs(client, active)
+                for name, run in [(name, run) for name, run in now.items() if run.state.is_final()]:
+                    rows = [{**row, "flow_run": name} for artifact in client.read_artifacts(
+                                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
+                                                               key=ArtifactFilterKey(any_=[summary_key])))
+                            for row in json.loads(artifact.data)]
+                    results[name] = (rows if run.state.is_completed() and rows else FarmRunFailed(
+                        f"flow run {name} ended {run.state.name}: {run.state.message}"))
+                    del active[name]
+            except Exception as error:  # noqa: BLE001 - asked again at the next poll
+                get_run_logger().warning("Could not read the runs started on the workers: %r", error)
+    return results
+
+
+def _read_runs(client: SyncPrefectClient, ids: dict[str, UUID]) -> dict[str, FlowRun]:
+    """The flow runs `ids` (by name), as the server has them now."""
+    runs = {run.id: run for run in client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids.values()))))}
+    return {name: runs[run_id] for name, run_id in ids.items() if run_id in runs}
 
 
 def train_farms_on_workers(farms: list[str], deployment: dict[str, Any], env: str,
                            runtime_params: dict | None, conf_source: str | None,
                            poll_s: float = 2.0) -> dict[str, dict[str, Any] | Exception]:
     """Each farm trained by a flow run of its own of `deployment` (a `prefect.yml` entry
-    running `training_flow`), which whichever worker of the pool is free runs, at most
-    the deployment's concurrency limit at once (the others wait for a slot). Waits for
-    all of them; a farm's row is its run's `training-summary` row, or why the run did not
-    complete. The runs are idempotent per round and farm: a retry of this flow run finds
-    them instead of starting them again."""
-    name = f"{training_flow.name}/{deployment['name']}"
-    runs = {farm: run_deployment(
-        name, parameters={"env": env, "conf_source": conf_source,
-                          "runtime_params": {**(runtime_params or {}), "farm": farm}},
-        flow_run_name=f"train {farm}", timeout=0, as_subflow=True,
-        idempotency_key=f"{runtime.flow_run.id}:{farm}") for farm in farms}
-    results: dict[str, dict[str, Any] | Exception] = {}
-    with get_client(sync_client=True) as client:
-        while len(results) < len(runs):
-            time.sleep(poll_s)
-            for farm, run in runs.items():
-                if farm in results or not (state := client.read_flow_run(run.id).state).is_final():
-                    continue
-                rows = [row for artifact in client.read_artifacts(
-                            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]),
-                                                           key=ArtifactFilterKey(any_=["training-summary"])))
-                        for row in json.loads(artifact.data)]
-                results[farm] = ({**rows[0], "flow_run": run.name} if state.is_completed() and rows else
-                                 FarmRunFailed(f"flow run {run.name} ended {state.name}: {state.message}"))
-    return results
+    running `training_flow`; `run_on_workers`). A farm's row is its run's
+    `training-summary` row, or why the run did not complete."""
+    names = {farm: f"train {farm}" for farm in farms}
+    results = run_on_workers(training_flow.name, deployment, {names[farm]: {
+        "env": env, "conf_source": conf_source, "runtime_params": {**(runtime_params or {}), "farm": farm}}
+        for farm in farms}, "training-summary", poll_s)
+    return {farm: rows if isinstance(rows := results[names[farm]], Exception) else rows[0] for farm in farms}
 
 
 @flow(name="turbine-monitor-training", on_crashed=[end_mlflow_run_of], on_cancellation=[end_mlflow_run_of])
@@ -384,13 +451,23 @@ def publish_training_summary(rows: list[dict[str, Any]]) -> None:
 @flow(name="turbine-monitor-inference")
 def inference_flow(env: str = "local", runtime_params: dict | None = None,
                    conf_source: str | None = None) -> State | None:
-    """Run the inference pipeline (ingest, score, update alerts); emit a
+    """Run the inference pipeline (ingest, score, update alerts, report); emit a
     `turbine-monitor.alert.opened` event per alert opened live (`opened_live`) and publish
     the rows scored, the farms that failed and the open alerts as the `inference-summary`
-    markdown artifact. Fails naming the farms whose work failed (the others' was saved)."""
-    run = run_pipeline("inference", "inference", env, runtime_params, conf_source)
+    markdown artifact. Fails naming the farms whose work failed (the others' was saved).
+
+    With `fleet.scoring_deployment` (prefect.yml), the run ingests (the `ingestion`
+    pipeline), then scores a backlog on the workers (`score_backlog_on_workers`), or
+    else scores itself (the `scoring` pipeline, in a second session)."""
+    run = start_flow_run("inference", env, conf_source)
     if isinstance(run, State):
         return run
+    if not run.config["fleet"]["scoring_deployment"]:
+        run_session(run, "inference", env, runtime_params, conf_source)
+    else:
+        run_session(run, "ingestion", env, runtime_params, conf_source)
+        if not score_backlog_on_workers(run, env, runtime_params, conf_source):
+            run_session(run, "scoring", env, runtime_params, conf_source)
     alerts = run.catalog.load("alerts")
     opened = opened_live(alerts, pd.Timestamp(run.timings.flow_started, unit="s", tz="UTC"))
     if len(opened):  # most runs open nothing: they read neither the turbines nor dashboard.yml
@@ -400,6 +477,60 @@ def inference_flow(env: str = "local", runtime_params: dict | None = None,
             emit_event(**alert_opened_event(alert, alerts_page))
     publish_inference_summary(run.rows_saved.get("predictions@table", 0), alerts, len(opened),
                               run.farm_failures)
+    run.timings.log()
+    if run.farm_failures:
+        raise FarmFailures(run.farm_failures)
+    return None
+
+
+def score_backlog_on_workers(run: FlowRunHooks, env: str, runtime_params: dict | None,
+                             conf_source: str | None) -> bool:
+    """If the rows waiting to be scored (`scada@to_score`'s work, after this run's
+    ingestion: its work query alone) are at least `fleet.dispatch_min_rows` and make more
+    than one partition, score each partition of farms in a flow run of its own of
+    `fleet.scoring_deployment` (`scoring_flow`, runtime parameter `farms`; `run_on_workers`)
+    and wait for them: their rows scored are added to `run.rows_saved`, and the farms of a
+    run that did not complete to `run.farm_failures`. Returns whether it did."""
+    fleet = run.config["fleet"]
+    work = run.catalog.get("scada@to_score").work()
+    rows = sum(weight for _, weight in work)
+    if rows < fleet["dispatch_min_rows"] or len(work) < 2:
+        return False
+    partitions = Partitions.of([farms for farms, _ in work], lambda farms: farms)
+    get_run_logger().info("Scoring a backlog of %d rows in %d flow runs of %s.", rows, len(partitions),
+                          fleet["scoring_deployment"])
+    runs = {f"score {name}": {"env": env, "conf_source": conf_source,
+                              "runtime_params": {**(runtime_params or {}), "farms": list(partition.farms)}}
+            for name, partition in partitions.items()}
+    results = run_on_workers(scoring_flow.name, run.config["deployments"][fleet["scoring_deployment"]], runs,
+                             "scoring-summary")
+    for name, partition in partitions.items():
+        if isinstance(result := results[f"score {name}"], Exception):
+            run.farm_failures.update(dict.fromkeys(partition.farms, result))
+        else:
+            run.rows_saved["predictions@table"] = (run.rows_saved.get("predictions@table", 0)
+                                                   + sum(row["rows_scored"] for row in result))
+    run.timings.pipeline_ended = time.time()  # ingestion, then the partitions' runs
+    return True
+
+
+@flow(name="turbine-monitor-scoring", on_crashed=[end_mlflow_run_of], on_cancellation=[end_mlflow_run_of])
+def scoring_flow(env: str = "local", runtime_params: dict | None = None,
+                 conf_source: str | None = None) -> State | None:
+    """Score, update the alerts and report the farms `runtime_params["farms"]` (every farm
+    with work if not given): the `scoring` pipeline (inference without ingestion), as run
+    by a flow run of `fleet.scoring_deployment` that an inference run starts per partition
+    of a backlog (it starts no flow run itself). Publishes the rows scored as the
+    `scoring-summary` table artifact; emits no alert event (the inference run that started
+    it does, for every alert opened meanwhile). Fails naming the farms whose work failed
+    (the others' was saved)."""
+    run = start_flow_run("inference", env, conf_source)  # never stale: an inference run started it
+    if isinstance(run, State):
+        return run
+    run_session(run, "scoring", env, runtime_params, conf_source)
+    farms, rows = (runtime_params or {}).get("farms"), run.rows_saved.get("predictions@table", 0)
+    create_table_artifact([{"farms": farms, "rows_scored": rows, "farms_failed": sorted(run.farm_failures)}],
+                          key="scoring-summary", description=f"Rows scored: {rows}.")
     run.timings.log()
     if run.farm_failures:
         raise FarmFailures(run.farm_failures)
@@ -460,8 +591,10 @@ def publish_inference_summary(rows_scored: int, alerts: pd.DataFrame, newly_open
                                          f"{failed}.")
 
 
-def concurrency_limit(spec: dict[str, Any]) -> ConcurrencyLimitConfig:
-    """A deployment's concurrency limit from its `prefect.yml` entry."""
+def concurrency_limit(spec: dict[str, Any]) -> ConcurrencyLimitConfig | None:
+    """A deployment's concurrency limit from its `prefect.yml` entry (None: no limit)."""
+    if spec.get("concurrency_limit") is None:
+        return None
     return ConcurrencyLimitConfig(limit=spec["concurrency_limit"],
                                   collision_strategy=spec["collision_strategy"],
                                   grace_period_seconds=spec["grace_period_seconds"])

@@ -138,7 +138,7 @@ class WorkerService(Service):
     def watch(self) -> None:
         with suppress(psutil.Error):
             for child in psutil.Process(self.process.pid).children():
-                if child not in self.flow_runs:
+                if self.flow_runs.get(child) is None:  # new, or seen before its exec set the id
                     with suppress(psutil.Error):
                         self.flow_runs[child] = child.environ().get("PREFECT__FLOW_RUN_ID")
 
@@ -315,7 +315,8 @@ def worker_service(pool: str, api_url: str, env: dict[str, str] | None = None, l
                   "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
                   **({"PYTHONPATH": str(project / "src")} if project != PROJECT_ROOT else {}), **(env or {})}
     args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-            "--prefetch-seconds", str(options["prefetch_seconds"]), *(["--name", name] if name else [])]
+            "--prefetch-seconds", str(options["prefetch_seconds"]), *(["--name", name] if name else []),
+            *(["--limit", str(options["limit"])] if options.get("limit") else [])]
     return WorkerService(pool, api_url, args, worker_env, log_file,
                          stop_grace_s=config["supervisor"]["stop_grace_seconds"],
                          name=f"Prefect worker {name}" if name else "Prefect worker", cwd=project)
