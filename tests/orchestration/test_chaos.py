@@ -81,6 +81,15 @@ def layout() -> Iterator[ClusterLayout]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def tracking_uri_restored() -> Iterator[None]:
+    """The test points MLflow at the cluster's server (`mlflow.set_tracking_uri` also sets
+    MLFLOW_TRACKING_URI for the whole process): the tests after it get theirs back."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(before)
+
+
 def configure_for_test(copy: Path) -> None:
     """The copies' configuration for the test: short schedule intervals, a training window
     the short history fills, a smaller model, and a retraining gate that only farms
@@ -141,7 +150,8 @@ def delivered_records(layout: ClusterLayout) -> dict[str, int]:
     return counts
 
 
-def test_cluster_loses_and_doubles_nothing_under_faults(layout: ClusterLayout, tmp_path: Path) -> None:
+def test_cluster_loses_and_doubles_nothing_under_faults(layout: ClusterLayout, tmp_path: Path,
+                                                        tracking_uri_restored: None) -> None:
     config = cluster_config() | {"postgres": {**cluster_config()["postgres"], "port": free_port()},
                                  "mlflow": {"port": free_port()}, "prefect": {"port": free_port()}}
     farms = stage_synthetic_fleet(layout, FLEET)
