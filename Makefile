@@ -20,7 +20,7 @@ setup:
 run: setup
 	uv run kedro run-fleet
 
-## All the tests and the linter: what CI runs (.ci/run). About 11 minutes on 2 cores.
+## All the tests and the linter: what CI runs (.ci/run). About 19 minutes on 2 cores.
 test: setup lint
 	uv run pytest
 
