@@ -21,10 +21,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,20 +178,7 @@ class LocalCluster:
     def start_mlflow(self) -> None:
         """(Re)start the MLflow server and wait until it answers."""
         self.mlflow.start()
-        wait_for_http(f"{self.mlflow_url}/health", self.mlflow, timeout_s=120)
-
-
-def wait_for_http(url: str, service: stack.Service, timeout_s: float) -> None:
-    """Return once `url` answers 200; RuntimeError if `service` exits or `timeout_s` passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (code := service.poll()) is not None:
-            raise RuntimeError(f"The {service.name} exited with code {code}.{service.tail()}")
-        with suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"The {service.name} did not answer on {url} within {timeout_s:g} s.{service.tail()}")
+        stack.wait_until_healthy(self.mlflow_url, 120, self.mlflow)
 
 
 def mlflow_server(backend_store_uri: str, artifacts: Path, port: int, log_file: Path) -> stack.Service:
@@ -230,5 +215,5 @@ def local_cluster(layout: ClusterLayout, config: dict[str, Any]) -> Iterator[Loc
             database_url=postgres.url(databases["prefect"], "asyncpg"), log_file=layout.logs / "prefect.log",
             startup_timeout_s=180, settings=stack.prefect_config(env=ENV)["server"]["settings"]))
         cluster = LocalCluster(layout, config, postgres, mlflow, prefect)
-        wait_for_http(f"{cluster.mlflow_url}/health", mlflow, timeout_s=120)
+        stack.wait_until_healthy(cluster.mlflow_url, 120, mlflow)
         yield cluster

@@ -499,18 +499,20 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def wait_until_healthy(api_url: str, timeout_s: float = 60, server: Service | None = None) -> None:
-    """Return once `GET <api_url>/health` answers 200. Raise RuntimeError if `timeout_s`
-    passes or the `server` process (if given) exits first, with the end of its log."""
+    """Return once `GET <api_url>/health` answers 200 (the Prefect API's, or the MLflow
+    server's at its root URL). Raise RuntimeError if `timeout_s` passes or the `server`
+    process (if given) exits first, with the end of its log."""
+    name = server.name if server else "Prefect server"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server is not None and (code := server.poll()) is not None:
-            raise RuntimeError(f"The Prefect server exited with code {code} before answering "
+            raise RuntimeError(f"The {name} exited with code {code} before answering "
                                f"on {api_url}.{server.tail()}")
         with suppress(OSError), urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
             if response.status == 200:
                 return
         time.sleep(0.25)
-    raise RuntimeError(f"The Prefect server did not answer on {api_url}/health within {timeout_s:g} s."
+    raise RuntimeError(f"The {name} did not answer on {api_url}/health within {timeout_s:g} s."
                        f"{server.tail() if server else ''}")
 
 
