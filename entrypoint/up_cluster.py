@@ -12,8 +12,8 @@
    server on PostgreSQL.
 4. Registers the deployments of the cluster environment (training rounds spread over the
    workers as `training-farm` runs; crash detection), starts the workers, each from its
-   copy with only the services' addresses in its environment, and the replay, and
-   supervises them as `make up` does.
+   copy with only the services' addresses in its environment, the replay and the
+   dashboard (on the PostgreSQL warehouse), and supervises them as `make up` does.
 5. On Ctrl-C or SIGTERM stops everything it started. Logs: `<root>/logs/`.
 """
 
@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from contextlib import ExitStack
+import time
+from contextlib import ExitStack, suppress
+
+import psycopg
 
 from turbine_monitor.orchestration import stack
 from turbine_monitor.orchestration.cluster import (
@@ -33,7 +36,7 @@ from turbine_monitor.orchestration.cluster import (
     stage_synthetic_fleet,
 )
 from turbine_monitor.orchestration.postgres import PostgresUnavailable
-from turbine_monitor.project import PROJECT_ROOT
+from turbine_monitor.project import PROJECT_ROOT, load_config
 
 
 def main() -> None:
@@ -57,10 +60,17 @@ def main() -> None:
         for number in range(1, config["workers"] + 1):
             supervisor.add(cluster.worker(number))
         supervisor.add(cluster.fleet_replay(fleet["every_seconds"]))
+        stack.say("Waiting for the first ingestion (the dashboard reads its choices of farms and turbines "
+                  "as it starts)...")
+        wait_for_turbines(cluster.warehouse_url, supervisor)
+        supervisor.add(stack.dashboard_service(cluster.host_environment(), layout.logs / "dashboard.log",
+                                               args=["--env", ENV], project=layout.copy(1)))
+        dashboard = load_config("dashboard", env=ENV)["dashboard"]
         environment = "\n".join(f"                   {name}={value}"
                                 for name, value in cluster.host_environment().items())
         print(f"""
 turbine-monitor's cluster profile is up. Ctrl-C stops it.
+  Dashboard        http://{dashboard['host']}:{dashboard['port']}  (fleet, turbines, alerts, losses, runs)
   Prefect UI       {cluster.prefect.api_url.removesuffix('/api')}
   MLflow UI        {cluster.mlflow_url}
   Warehouse        {cluster.warehouse_url}  (psql, or any PostgreSQL client)
@@ -68,9 +78,20 @@ turbine-monitor's cluster profile is up. Ctrl-C stops it.
   Shared landing   {layout.shared}/<farm>/landing/
   Each host sets   (as the workers here do)
 {environment}
-  Logs             {layout.logs}/  (prefect.log, mlflow.log, worker-N.log, replay.log)
+  Logs             {layout.logs}/  (prefect.log, mlflow.log, worker-N.log, replay.log, dashboard.log)
 """, flush=True)
         supervisor.watch(essential=cluster.prefect.service)
+
+
+def wait_for_turbines(url: str, supervisor: stack.Supervisor, timeout_s: float = 600) -> None:
+    """Until the warehouse lists turbines (or `timeout_s`), the supervisor watching."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with suppress(psycopg.Error), psycopg.connect(url, connect_timeout=5) as con:
+            if con.execute("SELECT count(*) FROM turbines").fetchone()[0]:
+                return
+        supervisor.check()
+        time.sleep(2)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ folder) and one MLflow store for the session."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from turbine_monitor.datasets import postgres, warehouse
 from turbine_monitor.fleet import check_fleet
 from turbine_monitor.orchestration.postgres import PostgresCluster, PostgresUnavailable
 from turbine_monitor.orchestration.stack import free_port
@@ -65,11 +68,11 @@ def landing_only_workspace(root: Path) -> Sandbox:
 REQUIRE_POSTGRES = os.environ.get("TURBINE_MONITOR_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
 
 
-@pytest.fixture
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """A throwaway PostgreSQL cluster on a free port of 127.0.0.1 (trust auth), for the
-    test only, in a folder outside pytest's tmp folder (root-only, and PostgreSQL runs as
-    the `postgres` user under root)."""
+@contextmanager
+def throwaway_postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster on a free port of 127.0.0.1 (trust auth), in a folder
+    outside pytest's tmp folder (root-only, and PostgreSQL runs as the `postgres` user
+    under root); without PostgreSQL's server binaries the test skips (fails under CI)."""
     root = Path(tempfile.mkdtemp(prefix="turbine-monitor-pg-"))
     try:
         cluster = PostgresCluster(root, free_port()).create().start()
@@ -84,6 +87,39 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         if cluster.running():
             cluster.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the test only (it may stop or restart it)."""
+    with throwaway_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the session's tests that each create a
+    database of their own in it."""
+    with throwaway_postgres() as cluster:
+        yield cluster
+
+
+def execute(ws: Sandbox, statement: str, rows: list[dict] | None = None) -> None:
+    """Run a write `statement` on the sandbox's warehouse, DuckDB or PostgreSQL (its schema
+    created if new), in one transaction: once, or once per row of `rows` (`$name`
+    parameters)."""
+    if url := ws.warehouse_url:
+        with postgres.connect(url) as con, con.transaction(), con.cursor() as cursor:
+            if rows is None:
+                cursor.execute(statement)
+            else:
+                cursor.executemany(re.sub(r"\$(\w+)", r"%(\1)s", statement), rows)
+    else:
+        with warehouse.connect(ws.warehouse, 5) as con:
+            if rows is None:
+                con.execute(statement)
+            else:
+                con.executemany(statement, rows)
 
 
 @pytest.fixture

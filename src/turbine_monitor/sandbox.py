@@ -94,10 +94,12 @@ class Sandbox:
 
     def use_postgres(self, url: str, connect_timeout_s: float = 30) -> None:
         """Put the warehouse on the PostgreSQL database `url` (libpq URL), as the cluster
-        profile does: its warehouse entries (`conf/cluster/catalog.yml`) as the sandbox's
-        `conf/local/catalog.yml`, and `url` and `connect_timeout_s` in its globals'
-        `warehouse` section; `sql` then queries that database."""
-        shutil.copy(PROJECT_ROOT / "conf" / "cluster" / "catalog.yml", self.conf / "local" / "catalog.yml")
+        profile does: its warehouse entries (`conf/cluster/catalog*.yml`: the pipelines'
+        and the dashboard's) in the sandbox's `conf/local`, and `url` and
+        `connect_timeout_s` in its globals' `warehouse` section; `sql` then queries that
+        database."""
+        for catalog in (PROJECT_ROOT / "conf" / "cluster").glob("catalog*.yml"):
+            shutil.copy(catalog, self.conf / "local" / catalog.name)
         content = self.globals()
         content["warehouse"] = {**content["warehouse"], "url": url, "connect_timeout_s": connect_timeout_s}
         self._write("globals", content)

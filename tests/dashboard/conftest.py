@@ -2,18 +2,20 @@
 
 Farm `f1`, fleet clock 2015-06-01 12:00 UTC: T1 producing (a closed alert), T2 with an
 open underperformance alert (100 kWh lost), T3 with an open stopped alert (50 kWh) and an
-open underperformance one, T4 whose last record is two hours old (no recent data)."""
+open underperformance one, T4 whose last record is two hours old (no recent data). On
+DuckDB and on PostgreSQL: the pages read the same on both profiles."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 
+from tests.conftest import execute
 from turbine_monitor.dashboard.data import DashboardData, Settings
-from turbine_monitor.datasets.warehouse import connect
 from turbine_monitor.project import load_config
 from turbine_monitor.sandbox import Sandbox
 
@@ -44,17 +46,16 @@ def records(turbine: str, last: pd.Timestamp, count: int = 12) -> pd.DataFrame:
     )
 
 
-def insert_alert(warehouse: Path, turbine: str, kind: str, start: str, end: str | None, lost: float) -> None:
-    with connect(warehouse, 5) as con:
-        con.execute(
+def insert_alert(sandbox: Sandbox, turbine: str, kind: str, start: str, end: str | None, lost: float) -> None:
+    execute(sandbox,
             """INSERT INTO alerts (turbine_id, kind, start_ts, end_ts, energy_lost_kwh, records,
                    operating_records, mean_relative_residual, deficit_at_open, channel)
-               VALUES ($t, $k, $s::TIMESTAMPTZ, $e::TIMESTAMPTZ, $lost, 10, 10, -0.2, 0.15, 'peer')""",
-            {"t": turbine, "k": kind, "s": f"{start}+00", "e": end and f"{end}+00", "lost": lost},
-        )
+               VALUES ($t, $k, CAST($s AS TIMESTAMPTZ), CAST($e AS TIMESTAMPTZ), $lost, 10, 10, -0.2, 0.15,
+                       'peer')""",
+            [{"t": turbine, "k": kind, "s": f"{start}+00", "e": end and f"{end}+00", "lost": lost}])
 
 
-def build_warehouse(warehouse: Path) -> None:
+def build_warehouse(sandbox: Sandbox) -> None:
     rows = pd.concat(
         [
             records("T1", CLOCK),
@@ -63,28 +64,30 @@ def build_warehouse(warehouse: Path) -> None:
             records("T4", CLOCK - pd.Timedelta(hours=2)),
         ]
     )
-    with connect(warehouse, 5) as con:
-        con.execute(
-            "INSERT INTO turbines (farm_id, turbine_id) VALUES "
-            "('f1', 'T1'), ('f1', 'T2'), ('f1', 'T3'), ('f1', 'T4')"
-        )
-        con.register("incoming", rows)
-        con.execute(
-            "INSERT INTO scada BY NAME SELECT turbine_id, ts, power_kw, wind_speed_ms, source_file, "
-            "ingested_at FROM incoming"
-        )
-        con.execute(
-            "INSERT INTO predictions BY NAME SELECT turbine_id, ts, power_kw, wind_speed_ms, "
-            "expected_power_kw, residual_kw, model_version FROM incoming"
-        )
+    execute(sandbox, "INSERT INTO turbines (farm_id, turbine_id) VALUES "
+                     "('f1', 'T1'), ('f1', 'T2'), ('f1', 'T3'), ('f1', 'T4')")
+    for table, columns in (
+        ("scada", ["turbine_id", "ts", "power_kw", "wind_speed_ms", "source_file", "ingested_at"]),
+        ("predictions", ["turbine_id", "ts", "power_kw", "wind_speed_ms", "expected_power_kw", "residual_kw",
+                         "model_version"]),
+    ):
+        execute(sandbox, f"INSERT INTO {table} ({', '.join(columns)}) "
+                         f"VALUES ({', '.join('$' + c for c in columns)})", rows[columns].to_dict("records"))
     for alert in ALERTS:
-        insert_alert(warehouse, *alert)
+        insert_alert(sandbox, *alert)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
+@pytest.fixture(params=["duckdb", "postgresql"])
+def sandbox(request: pytest.FixtureRequest, tmp_path: Path) -> Sandbox:
+    """The hand-built warehouse in a sandbox, on DuckDB (the default profile) and on
+    PostgreSQL (the cluster profile's catalog entries, a database of its own)."""
     sandbox = Sandbox.create(tmp_path / "ws", lock_timeout_s=5)
-    build_warehouse(sandbox.warehouse)
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        database = f"dashboard_{uuid.uuid4().hex[:12]}"
+        server.create_database(database)
+        sandbox.use_postgres(server.url(database), connect_timeout_s=5)
+    build_warehouse(sandbox)
     return sandbox
 
 

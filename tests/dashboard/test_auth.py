@@ -15,6 +15,7 @@ from turbine_monitor.sandbox import Sandbox
 ALICE = f"alice:{generate_password_hash('s3cret')}"
 
 
+@pytest.mark.parametrize("sandbox", ["duckdb"], indirect=True)  # sign-in is the same on both
 def test_it_refuses_to_listen_on_every_address_without_users(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -42,6 +43,7 @@ def test_the_signed_in_user_acknowledges() -> None:
     assert client.get("/who", auth=("alice", "s3cret")).text == "alice"
 
 
+@pytest.mark.parametrize("sandbox", ["duckdb"], indirect=True)  # sign-in is the same on both
 def test_the_app_requires_its_users_whatever_the_address(sandbox: Sandbox) -> None:
     app, config = create_app(str(sandbox.conf), environ={USERS_VARIABLE: ALICE})
     client = app.dash.server.test_client()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tests.conftest import execute
 from tests.dashboard.conftest import CLOCK, insert_alert
 from turbine_monitor.dashboard.data import DashboardData
-from turbine_monitor.datasets.warehouse import connect
 from turbine_monitor.sandbox import Sandbox
 
 
@@ -43,9 +43,8 @@ def test_attention_lists_open_unacknowledged_alerts_by_energy_then_stale_data(da
 
 def test_an_acknowledgement_survives_the_alerts_recomputation(data: DashboardData, sandbox: Sandbox) -> None:
     data.acknowledge("T2", "underperformance", "2015-06-01 00:00", "alice", "blade inspection booked")
-    with connect(sandbox.warehouse, 5) as con:  # recomputed: the episode closed, and began earlier
-        con.execute("DELETE FROM alerts WHERE turbine_id = 'T2'")
-    insert_alert(sandbox.warehouse, "T2", "underperformance", "2015-05-31 22:00", "2015-06-01 11:00", 120.0)
+    execute(sandbox, "DELETE FROM alerts WHERE turbine_id = 'T2'")  # recomputed: closed, began earlier
+    insert_alert(sandbox, "T2", "underperformance", "2015-05-31 22:00", "2015-06-01 11:00", 120.0)
     acknowledged = acknowledgement(data, "T2", "underperformance")
     assert (acknowledged["acknowledged"], acknowledged["acknowledged_by"], acknowledged["note"]) == (
         "yes",
@@ -74,13 +73,12 @@ def test_the_pages_read_without_kpis(data: DashboardData) -> None:
 
 
 def test_the_losses_page_of_the_latest_month_is_the_farms_newest(sandbox: Sandbox, data: DashboardData):
-    with connect(sandbox.warehouse, 5) as con:
-        for day, energy in (("2015-05-31", 100.0), ("2015-06-01", 40.0), ("2015-06-02", 2.0)):
-            con.execute("""INSERT INTO kpi_daily (farm_id, turbine_id, day, stamps, valid_stamps, energy_kwh,
-                               expected_kwh, lost_stopped_kwh, lost_underperformance_kwh, lost_data_gap_kwh,
-                               other_kwh, coverage)
-                           VALUES ('f1', 'T1', $day, 144, 144, $energy, $energy, 0, 0, 0, 0, 1)""",
-                        {"day": day, "energy": energy})
+    execute(sandbox, """INSERT INTO kpi_daily (farm_id, turbine_id, day, stamps, valid_stamps, energy_kwh,
+                            expected_kwh, lost_stopped_kwh, lost_underperformance_kwh, lost_data_gap_kwh,
+                            other_kwh, coverage)
+                        VALUES ('f1', 'T1', CAST($day AS DATE), 144, 144, $energy, $energy, 0, 0, 0, 0, 1)""",
+            [{"day": day, "energy": energy}
+             for day, energy in (("2015-05-31", 100.0), ("2015-06-01", 40.0), ("2015-06-02", 2.0))])
     assert data.months() == ["2015-06", "2015-05"]
     latest = data.losses_page("f1", "latest")
     assert latest["waterfall"]["energy_kwh"].tolist() == [42.0]

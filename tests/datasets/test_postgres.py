@@ -17,8 +17,10 @@ import pandas as pd
 import psycopg
 import pytest
 import yaml
+from kedro.io import DataCatalog
 
-from tests.conftest import FAST_TRAINING, HEADER, landing_only_workspace, write_export_slice
+from tests.conftest import FAST_TRAINING, HEADER, execute, landing_only_workspace, write_export_slice
+from turbine_monitor.dashboard.data import DashboardData, Settings
 from turbine_monitor.datasets import (
     PostgresQueryDataset,
     PostgresScadaTableDataset,
@@ -33,16 +35,6 @@ from turbine_monitor.values import Partitions
 WAREHOUSE_ENTRIES = ["ingested_sources", "turbines", "scada@batch", "scada@history", "newest_records",
                      "scada@to_score", "predictions@table", "predictions@to_detect", "alerts",
                      "alerts@to_report", "kpi_daily"]
-
-
-def execute(ws: Sandbox, statement: str) -> None:
-    """Run a write `statement` on the sandbox's warehouse."""
-    if url := ws.warehouse_url:
-        with psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC") as con:
-            con.execute(statement)
-    else:
-        with duckdb.connect(str(ws.warehouse)) as con:
-            con.execute(statement)
 
 
 def frame(ws: Sandbox, query: str) -> pd.DataFrame:
@@ -144,7 +136,22 @@ def run_scenario(ws: Sandbox) -> dict[str, object]:
                            "ORDER BY turbine_id, day"),
         "scoring_queue": frame(ws, "SELECT count(*) AS n FROM scoring_queue"),
     }
-    return {"tables": tables, "dtypes": dtypes}
+    return {"tables": tables, "dtypes": dtypes, "pages": dashboard_pages(ws)}
+
+
+def dashboard_pages(ws: Sandbox) -> dict[str, pd.DataFrame]:
+    """What each page of the dashboard reads from the sandbox's catalog (its
+    `dashboard_*` entries), by page and part."""
+    data = DashboardData(DataCatalog.from_config(ws.load("catalog")), Settings(), str(ws.conf))
+    pages = {"turbines": data.turbines(), "months": pd.DataFrame({"month": data.months()}),
+             "alerts": data.alerts_page()}
+    for page, parts in (("fleet", data.fleet_page()), ("turbine", data.turbine_page("R80711")),
+                        ("losses", data.losses_page("la-haute-borne", "latest"))):
+        pages |= {f"{page}.{part}": frame for part, frame in parts.items()}
+    alert = pages["alerts"].iloc[-1]
+    end = None if pd.isna(alert["end_ts"]) else str(alert["end_ts"])
+    pages["alert evidence"] = data.alert_evidence(alert["turbine_id"], str(alert["start_ts"]), end)
+    return pages
 
 
 def scenario_sandbox(root: Path, url: str | None) -> Sandbox:
@@ -160,7 +167,7 @@ def scenario_sandbox(root: Path, url: str | None) -> Sandbox:
     return ws
 
 
-def test_the_pipelines_give_the_same_tables_and_loads_on_duckdb_and_postgresql(postgres_cluster, tmp_path):
+def test_the_pipelines_and_dashboard_give_the_same_tables_loads_and_pages_on_both(postgres_cluster, tmp_path):
     postgres_cluster.create_database("parity")
     duck = run_scenario(scenario_sandbox(tmp_path / "duckdb", None))
     pg = run_scenario(scenario_sandbox(tmp_path / "postgres", postgres_cluster.url("parity")))
@@ -171,6 +178,13 @@ def test_the_pipelines_give_the_same_tables_and_loads_on_duckdb_and_postgresql(p
                                       rtol=1e-6, atol=1e-6, obj=table)
     assert set(pg["dtypes"]) == set(duck["dtypes"]) and len(duck["dtypes"]) == 19
     assert {name: types for name, types in pg["dtypes"].items() if types != duck["dtypes"][name]} == {}
+    # The dashboard (conf/cluster/catalog_dashboard.yml on PostgreSQL) reads the same pages.
+    assert set(pg["pages"]) == set(duck["pages"])
+    for part, expected in duck["pages"].items():
+        pd.testing.assert_frame_equal(pg["pages"][part], expected, check_dtype=False, check_exact=False,
+                                      rtol=1e-6, atol=1e-6, obj=part)
+    assert all(len(duck["pages"][part]) for part in ("fleet.states", "alerts", "turbine.scatter",
+                                                      "turbine.kpis", "losses.waterfall", "alert evidence"))
 
     # What the scenario covers: quarantine, a duplicate and a conflict, a re-delivered
     # file, alerts closed and open, and every row of the live increment scored.

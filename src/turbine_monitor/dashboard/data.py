@@ -72,8 +72,12 @@ class DashboardData:
         )
 
     def alerts_page(self) -> pd.DataFrame:
-        """Every alert, why it opened, its energy lost and its acknowledgement."""
-        return self.load("alerts")
+        """Every alert, why it opened (`explanation`, after `note`), its energy lost and
+        its acknowledgement."""
+        alerts = self.load("alerts")
+        alerts.insert(alerts.columns.get_loc("note") + 1, "explanation",
+                      [explanation(alert) for alert in alerts.itertuples()])
+        return alerts
 
     def alert_evidence(self, turbine_id: str, start_ts: str, end_ts: str | None) -> pd.DataFrame:
         """The records around one alert (a day either side, capped)."""
@@ -111,3 +115,17 @@ class DashboardData:
                 }
             )
         )
+
+
+def explanation(alert: Any) -> str | None:
+    """Why an alert opened, in words: a stop, or the deficit and channel that opened an
+    underperformance (and, if the whole episode averages a surplus, that it recovered)."""
+    if alert.kind == "stopped":
+        return "stopped at wind: no power for the wind it saw"
+    if pd.isna(alert.deficit_at_open):
+        return None
+    text = f"opened at a {100 * alert.deficit_at_open:.1f} % deficit on the {alert.channel} channel"
+    if alert.mean_relative_residual > 0:
+        text += (f"; the whole episode averages {100 * alert.mean_relative_residual:+.1f} % "
+                 "(it recovered after opening)")
+    return text

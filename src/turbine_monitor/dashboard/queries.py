@@ -4,8 +4,11 @@ a `dashboard_*` dataset of conf/base/catalog_dashboard.yml loads.
 
 The "fleet clock" is the newest `scada` record of the fleet: "today", "this month" and
 "no recent data" are relative to it, so that a replay of 2015 and a live feed read alike.
-DuckDB does every aggregation (power-curve bins, hourly residuals, monthly sums): a page
-reads only what it shows.
+The warehouse does every aggregation (power-curve bins, hourly residuals, monthly sums): a
+page reads only what it shows. The SQL is what DuckDB and PostgreSQL read alike (the
+cluster profile's conf/cluster/catalog_dashboard.yml runs the same queries there):
+intervals as `INTERVAL '1 day'` and `n * INTERVAL '1 minute'`, rounding through
+`rounded`, no DuckDB-only functions.
 """
 
 from __future__ import annotations
@@ -27,15 +30,14 @@ ACKED_ALERTS = """acked_alerts AS (
           AND k.start_ts <= coalesce(a.end_ts, 'infinity'::TIMESTAMPTZ)
         ORDER BY k.acknowledged_at DESC LIMIT 1) k ON true)"""
 
-#: Why an alert opened, in words (underperformance: its deficit and channel).
-EXPLANATION = """CASE WHEN kind = 'stopped' THEN 'stopped at wind: no power for the wind it saw'
-    ELSE printf('opened at a %.1f %% deficit on the %s channel', 100 * deficit_at_open, channel)
-         || CASE WHEN mean_relative_residual > 0
-                 THEN printf('; the whole episode averages %+.1f %% (it recovered after opening)',
-                             100 * mean_relative_residual) ELSE '' END END"""
-
 #: Energy lost (kWh) as the dashboard counts it: the categories attributed to a cause.
 LOST_KWH = "lost_stopped_kwh + lost_underperformance_kwh + lost_data_gap_kwh"
+
+
+def rounded(expression: str, digits: int) -> str:
+    """`expression` rounded to `digits` decimals (PostgreSQL rounds to decimals only a
+    NUMERIC; DuckDB's result is a float either way)."""
+    return f"round(CAST({expression} AS DECIMAL(18, 6)), {digits})"
 
 
 def turbines() -> WarehouseQuery:
@@ -51,7 +53,7 @@ def months() -> WarehouseQuery:
     """The months `kpi_daily` has (newest first), as 'YYYY-MM'."""
     return WarehouseQuery(
         """
-        SELECT DISTINCT strftime(day, '%Y-%m') AS month FROM kpi_daily ORDER BY month DESC""",
+        SELECT DISTINCT substr(CAST(day AS VARCHAR), 1, 7) AS month FROM kpi_daily ORDER BY month DESC""",
         {},
     )
 
@@ -72,28 +74,28 @@ def fleet(stale_after_minutes: int) -> dict[str, WarehouseQuery]:
         SELECT t.farm_id, t.turbine_id,
                CASE WHEN o.stopped THEN 'stopped' WHEN o.underperforming THEN 'underperforming'
                     WHEN l.last_record IS NULL
-                         OR l.last_record < clock.now - to_minutes($stale_after_minutes::BIGINT)
+                         OR l.last_record < clock.now - $stale_after_minutes * INTERVAL '1 minute'
                     THEN 'no recent data' ELSE 'producing' END AS state,
-               l.last_record, round(coalesce(x.lost_today_kwh, 0), 1) AS lost_today_kwh,
-               round(coalesce(x.lost_month_kwh, 0), 1) AS lost_month_kwh
+               l.last_record, {rounded("coalesce(x.lost_today_kwh, 0)", 1)} AS lost_today_kwh,
+               {rounded("coalesce(x.lost_month_kwh, 0)", 1)} AS lost_month_kwh
         FROM turbines t CROSS JOIN clock LEFT JOIN last l USING (turbine_id)
         LEFT JOIN open o USING (turbine_id) LEFT JOIN lost x USING (turbine_id)
         ORDER BY t.farm_id, t.turbine_id"""
     attention = f"""
         WITH {CLOCK}, {ACKED_ALERTS},
         last AS (SELECT turbine_id, max(ts) AS last_record FROM scada GROUP BY turbine_id)
-        SELECT * EXCLUDE (sort_key) FROM (
+        SELECT priority, farm_id, turbine_id, issue, since, energy_lost_kwh FROM (
             SELECT 1 AS priority, farm_id, turbine_id, 'open ' || kind || ' alert' AS issue,
-                   start_ts AS since, round(energy_lost_kwh, 1) AS energy_lost_kwh,
+                   start_ts AS since, {rounded("energy_lost_kwh", 1)} AS energy_lost_kwh,
                    -coalesce(energy_lost_kwh, 0) AS sort_key
             FROM acked_alerts WHERE end_ts IS NULL AND acknowledged_by IS NULL
             UNION ALL
             SELECT 2, t.farm_id, t.turbine_id, 'no recent data', l.last_record, NULL,
-                   epoch(coalesce(l.last_record, '-infinity'::TIMESTAMPTZ))
+                   extract(epoch FROM l.last_record)
             FROM turbines t CROSS JOIN clock LEFT JOIN last l USING (turbine_id)
             WHERE l.last_record IS NULL
-               OR l.last_record < clock.now - to_minutes($stale_after_minutes::BIGINT))
-        ORDER BY priority, sort_key, farm_id, turbine_id"""
+               OR l.last_record < clock.now - $stale_after_minutes * INTERVAL '1 minute') AS issues
+        ORDER BY priority, sort_key NULLS FIRST, farm_id, turbine_id"""
     parameters = {"stale_after_minutes": int(stale_after_minutes)}
     return {
         "states": WarehouseQuery(states, parameters),
@@ -118,12 +120,12 @@ def turbine(
     parameters = {"turbine_id": turbine_id, "days": int(power_curve_days), "width": float(bin_width_ms)}
     window = f"""WITH {CLOCK}, recent AS (
         SELECT ts, wind_speed_ms, power_kw, expected_power_kw FROM predictions, clock
-        WHERE turbine_id = $turbine_id AND ts > clock.now - to_days($days::BIGINT)
+        WHERE turbine_id = $turbine_id AND ts > clock.now - $days * INTERVAL '1 day'
           AND wind_speed_ms IS NOT NULL AND power_kw IS NOT NULL)"""
     scatter = f"""{window}, numbered AS (
             SELECT *, row_number() OVER (ORDER BY ts) AS n, count(*) OVER () AS total FROM recent)
         SELECT ts, wind_speed_ms, power_kw FROM numbered
-        WHERE n % greatest(1, ceil(total / $max_points))::BIGINT = 0 ORDER BY ts"""
+        WHERE n % CAST(greatest(1, ceil(total * 1.0 / $max_points)) AS BIGINT) = 0 ORDER BY ts"""
     expected = f"""{window}
         SELECT (floor(wind_speed_ms / $width) + 0.5) * $width AS wind_speed_ms,
                avg(expected_power_kw) AS power_kw, count(*) AS records
@@ -132,29 +134,27 @@ def turbine(
         SELECT (floor(wind_speed_ms / $width) + 0.5) * $width AS wind_speed_ms,
                avg(power_kw) AS power_kw, count(*) AS records
         FROM scada, clock
-        WHERE turbine_id = $turbine_id AND ts > clock.now - INTERVAL 365 DAY
+        WHERE turbine_id = $turbine_id AND ts > clock.now - INTERVAL '365 days'
           AND wind_speed_ms IS NOT NULL AND power_kw IS NOT NULL
           AND NOT (wind_speed_ms >= 4 AND power_kw <= 0)
         GROUP BY 1 HAVING count(*) >= $min_records ORDER BY 1"""
     residuals = f"""WITH {CLOCK}
-        SELECT time_bucket(INTERVAL 1 HOUR, ts) AS hour, avg(residual_kw) AS residual_kw,
+        SELECT date_trunc('hour', ts) AS hour, avg(residual_kw) AS residual_kw,
                avg(expected_power_kw) AS expected_power_kw, avg(power_kw) AS power_kw
         FROM predictions, clock
-        WHERE turbine_id = $turbine_id AND ts > clock.now - to_days($residual_days::BIGINT)
+        WHERE turbine_id = $turbine_id AND ts > clock.now - $residual_days * INTERVAL '1 day'
         GROUP BY 1 ORDER BY 1"""
     episodes = f"""WITH {CLOCK}
         SELECT kind, start_ts, coalesce(end_ts, clock.now) AS end_ts, end_ts IS NULL AS open
         FROM alerts, clock
         WHERE turbine_id = $turbine_id
-          AND coalesce(end_ts, clock.now) > clock.now - to_days($residual_days::BIGINT)
+          AND coalesce(end_ts, clock.now) > clock.now - $residual_days * INTERVAL '1 day'
         ORDER BY start_ts"""
+    kpi_columns = [("energy_kwh", 1), ("expected_kwh", 1), ("lost_stopped_kwh", 1),
+                   ("lost_underperformance_kwh", 1), ("lost_data_gap_kwh", 1), ("other_kwh", 1),
+                   ("time_availability", 4), ("energy_availability", 4), ("coverage", 4)]
     kpis = f"""WITH {CLOCK}
-        SELECT day, round(energy_kwh, 1) AS energy_kwh, round(expected_kwh, 1) AS expected_kwh,
-               round(lost_stopped_kwh, 1) AS lost_stopped_kwh,
-               round(lost_underperformance_kwh, 1) AS lost_underperformance_kwh,
-               round(lost_data_gap_kwh, 1) AS lost_data_gap_kwh, round(other_kwh, 1) AS other_kwh,
-               round(time_availability, 4) AS time_availability,
-               round(energy_availability, 4) AS energy_availability, round(coverage, 4) AS coverage
+        SELECT day, {", ".join(f"{rounded(name, digits)} AS {name}" for name, digits in kpi_columns)}
         FROM kpi_daily, clock
         WHERE turbine_id = $turbine_id AND day > clock.today::DATE - $residual_days::INTEGER
         ORDER BY day DESC"""
@@ -183,9 +183,9 @@ def alerts() -> WarehouseQuery:
         WITH {ACKED_ALERTS}
         SELECT turbine_id, kind, start_ts, end_ts,
                CASE WHEN end_ts IS NULL THEN 'open' ELSE 'closed' END AS status,
-               round(energy_lost_kwh, 1) AS energy_lost_kwh, round(deficit_at_open, 4) AS deficit_at_open,
-               channel, acknowledged_by, note, {EXPLANATION} AS explanation,
-               round(mean_relative_residual, 4) AS mean_relative_residual, farm_id,
+               {rounded("energy_lost_kwh", 1)} AS energy_lost_kwh,
+               {rounded("deficit_at_open", 4)} AS deficit_at_open, channel, acknowledged_by, note,
+               {rounded("mean_relative_residual", 4)} AS mean_relative_residual, farm_id,
                CASE WHEN acknowledged_by IS NULL THEN 'no' ELSE 'yes' END AS acknowledged, acknowledged_at
         FROM acked_alerts ORDER BY start_ts DESC, turbine_id, kind""",
         {},
@@ -199,9 +199,9 @@ def alert_evidence(turbine_id: str, start_ts: str, end_ts: str | None, max_days:
         f"""
         WITH {CLOCK}
         SELECT ts, power_kw, expected_power_kw, residual_kw FROM predictions, clock
-        WHERE turbine_id = $turbine_id AND ts >= $start_ts::TIMESTAMPTZ - INTERVAL 1 DAY
-          AND ts <= least(coalesce($end_ts::TIMESTAMPTZ, clock.now) + INTERVAL 1 DAY,
-                          $start_ts::TIMESTAMPTZ + to_days($max_days::BIGINT))
+        WHERE turbine_id = $turbine_id AND ts >= $start_ts::TIMESTAMPTZ - INTERVAL '1 day'
+          AND ts <= least(coalesce($end_ts::TIMESTAMPTZ, clock.now) + INTERVAL '1 day',
+                          $start_ts::TIMESTAMPTZ + $max_days * INTERVAL '1 day')
         ORDER BY ts""",
         {"turbine_id": turbine_id, "start_ts": start_ts, "end_ts": end_ts, "max_days": int(max_days)},
     )
@@ -222,11 +222,11 @@ def losses(farm_id: str, month: str) -> dict[str, WarehouseQuery]:
                sum(lost_underperformance_kwh) AS lost_underperformance_kwh,
                sum(lost_data_gap_kwh) AS lost_data_gap_kwh, sum(other_kwh) AS other_kwh,
                sum(energy_kwh) AS energy_kwh
-        FROM farm, chosen WHERE day >= chosen.month AND day < chosen.month + INTERVAL 1 MONTH"""
+        FROM farm, chosen WHERE day >= chosen.month AND day < chosen.month + INTERVAL '1 month'"""
     availability = f"""{chosen}
         SELECT day, time_availability, energy_availability
         FROM farm, chosen
-        WHERE day >= chosen.month - INTERVAL 11 MONTH AND day < chosen.month + INTERVAL 1 MONTH
+        WHERE day >= chosen.month - INTERVAL '11 months' AND day < chosen.month + INTERVAL '1 month'
         ORDER BY day"""
     return {
         "waterfall": WarehouseQuery(waterfall, parameters),

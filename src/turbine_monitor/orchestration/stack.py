@@ -346,10 +346,15 @@ def replay_service(args: Sequence[str] = (), env: dict[str, str] | None = None,
                                     *args], env, log_file, restart_on_success=False)
 
 
-def dashboard_service(env: dict[str, str] | None = None, log_file: Path | None = None) -> Service:
-    """`kedro dashboard` (conf/base/dashboard.yml): the web dashboard on the warehouse,
+def dashboard_service(env: dict[str, str] | None = None, log_file: Path | None = None,
+                      args: Sequence[str] = (), project: Path = PROJECT_ROOT) -> Service:
+    """`kedro dashboard <args>` (e.g. `--env`, `--port`; conf/base/dashboard.yml) from
+    `project` (the project root or a copy of it): the web dashboard on the warehouse,
     restarted like the others if it dies."""
-    return Service("dashboard", [sys.executable, "-m", "kedro", "dashboard"], env, log_file)
+    if project != PROJECT_ROOT:
+        env = {"PYTHONPATH": str(project / "src"), **(env or {})}
+    return Service("dashboard", [sys.executable, "-m", "kedro", "dashboard", *args], env, log_file,
+                   cwd=project)
 
 
 @contextmanager
