@@ -38,7 +38,7 @@ up: setup
 
 ## The cluster profile on this machine until Ctrl-C (conf/cluster/cluster.yml): PostgreSQL
 ## (warehouse, MLflow and Prefect databases), the MLflow tracking server, the Prefect server,
-## two workers each in its own copy of the project, a synthetic fleet replaying.
+## two workers each in its own copy of the project, a synthetic fleet replaying, the dashboard.
 up-cluster: setup postgres
 	uv run python entrypoint/up_cluster.py
 
