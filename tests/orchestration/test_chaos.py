@@ -312,18 +312,21 @@ def test_cluster_loses_and_doubles_nothing_under_faults(layout: ClusterLayout, t
             assert {a.path for a in registry.list_artifacts(version.run_id, "model")} >= {"model/MLmodel"}
         counts["champions"] = len(farms)
     finally:
-        (tmp_path / "chaos.json").write_text(json.dumps(counts, indent=1))
-        shutil.copytree(layout.logs, tmp_path / "logs", dirs_exist_ok=True)
-        with suppress(Exception):  # what each flow run did, to read after a failure
-            deployments, runs = flow_runs(cluster.prefect.api_url)
-            (tmp_path / "flow_runs.json").write_text(json.dumps(sorted(
-                [str(r.start_time), r.name, deployments.get(str(r.deployment_id)), r.state_name,
-                 (r.state.message or "")[:300] if r.state else "", str(r.end_time)] for r in runs), indent=0))
-        print(json.dumps(counts, indent=1))
-        for service in [*workers, *([replay] if replay else [])]:
-            if service.poll() is None:
-                service.stop()
-        cluster_context.__exit__(None, None, None)
+        try:
+            (tmp_path / "chaos.json").write_text(json.dumps(counts, indent=1))
+            shutil.copytree(layout.logs, tmp_path / "logs", dirs_exist_ok=True)
+            with suppress(Exception):  # what each flow run did, to read after a failure
+                deployments, runs = flow_runs(cluster.prefect.api_url)
+                (tmp_path / "flow_runs.json").write_text(json.dumps(sorted(
+                    [str(r.start_time), r.name, deployments.get(str(r.deployment_id)), r.state_name,
+                     (r.state.message or "")[:300] if r.state else "", str(r.end_time)] for r in runs),
+                    indent=0))
+            print(json.dumps(counts, indent=1))
+            for service in [*workers, *([replay] if replay else [])]:
+                if service.poll() is None:
+                    service.stop()
+        finally:  # the servers stop whatever happened above: the tests after this one need the cores
+            cluster_context.__exit__(None, None, None)
 
 
 def champion(registry: MlflowClient, farm: str):

@@ -1,9 +1,11 @@
 """Crash detection for flow runs whose host died: Prefect automations (as Prefect's
-"detect zombie flows" guide describes) that set Crashed a flow run
+"detect zombie flows" guide describes) that set Crashed a flow run of the project's
+deployments (those tagged `tag`)
 
-- that sent a heartbeat and then, for `within_seconds`, neither another one nor a final
-  state (its process was killed with its host or its worker; the deployments make the
-  flow-run processes send one every `heartbeat_seconds`, see `flows.register_deployment`);
+- that went Running or sent a heartbeat and then, for `within_seconds`, neither a
+  heartbeat nor a final state (its process was killed with its host or its worker,
+  perhaps before its first heartbeat; the deployments make the flow-run processes send
+  one every `heartbeat_seconds` from the start of the run, see `flows.register_deployment`);
 - that went Pending and then, for `pending_seconds`, neither Running nor a final state
   (its worker died between taking it and starting its process).
 
@@ -46,6 +48,8 @@ def crash_automations(config: dict[str, Any]) -> list[AutomationCore]:
                         f"deployments' registration: edits here are overwritten.",
             trigger=EventTrigger(after=after, expect=expect | FINAL,
                                  match={"prefect.resource.id": "prefect.flow-run.*"},
+                                 match_related={"prefect.resource.role": "tag",
+                                                "prefect.resource.id": f"prefect.tag.{config['tag']}"},
                                  for_each={"prefect.resource.id"}, posture=Posture.Proactive,
                                  threshold=1, within=timedelta(seconds=seconds)),
             actions=[ChangeFlowRunState(state=StateType.CRASHED,
@@ -53,8 +57,9 @@ def crash_automations(config: dict[str, Any]) -> list[AutomationCore]:
 
     name = config["automation_name"]
     return [
-        crash_silent(name, {"prefect.flow-run.heartbeat"}, {"prefect.flow-run.heartbeat"},
-                     config["within_seconds"], f"whose heartbeat stopped for {config['within_seconds']} s"),
+        crash_silent(name, {"prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
+                     {"prefect.flow-run.heartbeat"}, config["within_seconds"],
+                     f"no heartbeat for {config['within_seconds']} s while Running"),
         crash_silent(f"{name}-pending", {"prefect.flow-run.Submitting", "prefect.flow-run.Pending"},
                      {"prefect.flow-run.Running"},
                      config["pending_seconds"], f"left Pending for {config['pending_seconds']} s"),

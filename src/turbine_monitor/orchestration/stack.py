@@ -455,7 +455,7 @@ def _group(pgid: int) -> list[psutil.Process]:
     """The live processes of process group `pgid` (POSIX)."""
     members = []
     for process in psutil.process_iter():
-        with suppress(psutil.Error):
+        with suppress(psutil.Error, ProcessLookupError):  # gone since it was listed
             if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
                 members.append(process)
     return members
